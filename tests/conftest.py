@@ -1,0 +1,38 @@
+"""Backend selection for the test suite.
+
+Tests that need a framework ask for it through ``require_backend``. A missing framework skips the
+test, except for the backends named in XATTN_REQUIRE_BACKENDS (comma-separated; CI sets
+"jax,torch"), where it fails instead: CI can never go green with a framework silently absent.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from xattn.errors import BackendUnavailableError
+from xattn.registry import backend_names, get_backend
+
+REQUIRED = {name for name in os.environ.get("XATTN_REQUIRE_BACKENDS", "").split(",") if name}
+
+
+def require_backend(name: str):
+    """The backend module, or a skip (a failure when XATTN_REQUIRE_BACKENDS names it)."""
+    try:
+        return get_backend(name)
+    except BackendUnavailableError as error:
+        if name in REQUIRED:
+            pytest.fail(f"XATTN_REQUIRE_BACKENDS demands {name!r}: {error}")
+        pytest.skip(str(error))
+
+
+@pytest.fixture(params=backend_names())
+def backend(request):
+    """Each registered backend name in turn (skips or fails as ``require_backend`` says)."""
+    require_backend(request.param)
+    return request.param
+
+
+def pytest_report_header(config):
+    return f"xattn: XATTN_REQUIRE_BACKENDS={','.join(sorted(REQUIRED)) or '(none)'}"

@@ -1,0 +1,72 @@
+"""The public functional API: one entry point per operation, dispatched to a backend by name."""
+
+from __future__ import annotations
+
+from xattn.contract import attention_dims, default_scale
+from xattn.oracle import check_bmm
+from xattn.registry import get_backend
+
+
+def variants(backend: str) -> tuple[str, ...]:
+    """Names of the contract's attention variants that ``backend`` implements."""
+    return tuple(get_backend(backend).VARIANTS)
+
+
+def _check_variant(module, backend: str, variant: str) -> None:
+    if variant not in module.VARIANTS:
+        raise ValueError(
+            f"variant: expected one of {', '.join(module.VARIANTS)} for backend {backend!r}; got {variant!r}"
+        )
+
+
+def build(backend: str, variant: str, *, causal=False, scale=None, head_dim=None, padded=False):
+    """The backend's callable ``fn(x, kv, wq, wk, wv, wo, key_lengths)`` for one configuration.
+
+    Built once per configuration and cached by the backend (JAX: a jitted function whose
+    ``lower(...).compile()`` the timer can call apart). ``padded`` says whether key_lengths is given.
+    """
+    module = get_backend(backend)
+    _check_variant(module, backend, variant)
+    if scale is None and head_dim is None:
+        raise ValueError("build: expected scale or head_dim (the default scale is 1/sqrt(head_dim)); got neither")
+    return module.build(variant, causal=bool(causal), scale=default_scale(head_dim, scale), padded=bool(padded))
+
+
+def attention(x, wq, wk, wv, wo, *, kv=None, causal=False, key_lengths=None, scale=None, backend, variant):
+    """Multi-head attention of the contract, computed by ``backend``'s ``variant``.
+
+    Shapes: x (B,T,E), kv (B,S,E) defaulting to x, wq (H,E,D), wk and wv (G,E,D), wo (H,D,E),
+    key_lengths (B,) integers in [1, S]. Inputs may be NumPy arrays or the backend's own arrays;
+    the result is the backend's array (B,T,E) in the inputs' dtype.
+    """
+    module = get_backend(backend)
+    _check_variant(module, backend, variant)
+    kv = x if kv is None else kv
+    dims = attention_dims(x, kv, wq, wk, wv, wo, causal=causal, key_lengths=key_lengths)
+    fn = build(backend, variant, causal=causal, scale=scale, head_dim=dims.D, padded=key_lengths is not None)
+    args = module.as_arrays(x, kv, wq, wk, wv, wo)
+    lengths = None if key_lengths is None else module.as_lengths(key_lengths)
+    return fn(*args, lengths)
+
+
+def fullrank_attention(x, wq, wk, wh, *, kv=None, causal=False, key_lengths=None, scale=None, backend):
+    """The seed's full-rank model (``attn_eins``, ``WH_HEE``): out = sum_h P_h · Y · WH_h.
+
+    A different model from :func:`attention` with its own oracle, :func:`xattn.fullrank_reference`.
+    """
+    module = get_backend(backend)
+    kv = x if kv is None else kv
+    dims = attention_dims(x, kv, wq, wk, None, None, causal=causal, key_lengths=key_lengths)
+    if tuple(wh.shape) != (dims.H, dims.E, dims.E):
+        raise ValueError(f"wh (H,E,E): expected shape {(dims.H, dims.E, dims.E)}; got {tuple(wh.shape)}")
+    fn = module.build_fullrank(causal=bool(causal), scale=default_scale(dims.D, scale), padded=key_lengths is not None)
+    args = module.as_arrays(x, kv, wq, wk, wh)
+    lengths = None if key_lengths is None else module.as_lengths(key_lengths)
+    return fn(*args, lengths)
+
+
+def batched_matmul(m1, m2, *, layout="leading", backend):
+    """The seed's batched-GEMM layout experiment: batch axes ``leading`` (abij,abjk) or ``trailing`` (ijab,jkab)."""
+    equation = check_bmm(m1, m2, layout)
+    module = get_backend(backend)
+    return module.build_bmm(equation)(*module.as_arrays(m1, m2))

@@ -1,0 +1,242 @@
+"""JAX implementations of the attention contract. Imported only through the backend registry.
+
+Shape letters as in :mod:`xattn.spec`; R = H // G is the number of query heads per kv head, so
+query head h = g·R + r reads kv head g (the contract's h // (H/G)). C is a key block's length.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from einops import einsum, rearrange
+
+from xattn.errors import VariantUnsupportedError, XattnError
+
+#: Key block length of the ``blocked`` variant (online softmax over key blocks).
+BLOCK = 128
+
+VARIANTS = {
+    "einsum": "per-head einsums (seed attn_eins3)",
+    "packed": "one GEMM per projection for all heads (seed attn_eins2)",
+    "vmap": "nested jax.vmap over heads and batch (seed attn_vmap)",
+    "sdpa": "jax.nn.dot_product_attention (XLA's fused attention)",
+    "blocked": f"online softmax over key blocks of {BLOCK} under lax.scan; never holds B·H·T·S logits",
+}
+
+_LOW_PRECISION = (jnp.bfloat16, jnp.float16)
+
+
+def _as_jax(array):
+    if isinstance(array, jax.Array):
+        return array
+    array = np.asarray(array)
+    if array.dtype in (np.float64, np.int64, np.complex128) and not jax.config.jax_enable_x64:
+        raise XattnError(
+            f"JAX would silently turn this {array.dtype} array into a 32-bit one: expected"
+            " jax_enable_x64 for 64-bit inputs; got it disabled. Run"
+            " jax.config.update('jax_enable_x64', True) first (or set JAX_ENABLE_X64=1)."
+        )
+    return jnp.asarray(array)
+
+
+def as_arrays(*arrays):
+    return tuple(_as_jax(a) for a in arrays)
+
+
+def as_lengths(key_lengths):
+    return jnp.asarray(np.asarray(key_lengths) if not isinstance(key_lengths, jax.Array) else key_lengths, jnp.int32)
+
+
+def _mask_BTS(B, T, S, causal, lengths_B):
+    """Boolean (B or 1, T, S) mask, True where a query may attend; None when nothing is masked."""
+    mask = None
+    if causal:
+        mask = jnp.tril(jnp.ones((T, S), dtype=bool))[None]
+    if lengths_B is not None:
+        padding = (jnp.arange(S)[None, :] < lengths_B[:, None])[:, None, :]
+        mask = padding if mask is None else mask & padding
+    return mask
+
+
+def _core_BTGRD(Q_BTGRD, K_BSGD, V_BSGD, mask_BTS, scale):
+    logits_BGRTS = jnp.einsum("BTGRD,BSGD->BGRTS", Q_BTGRD, K_BSGD) * scale
+    if mask_BTS is not None:
+        logits_BGRTS = jnp.where(mask_BTS[:, None, None], logits_BGRTS, -jnp.inf)
+    P_BGRTS = jax.nn.softmax(logits_BGRTS, axis=-1)
+    return jnp.einsum("BGRTS,BSGD->BTGRD", P_BGRTS, V_BSGD)
+
+
+def _einsum(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
+    G = wk.shape[0]
+    Q_BTHD = einsum(x, wq, "B T E, H E D -> B T H D")
+    K_BSGD = einsum(kv, wk, "B S E, G E D -> B S G D")
+    V_BSGD = einsum(kv, wv, "B S E, G E D -> B S G D")
+    Q_BTGRD = rearrange(Q_BTHD, "B T (G R) D -> B T G R D", G=G)
+    mask_BTS = _mask_BTS(x.shape[0], x.shape[1], kv.shape[1], causal, lengths)
+    O_BTHD = rearrange(_core_BTGRD(Q_BTGRD, K_BSGD, V_BSGD, mask_BTS, scale), "B T G R D -> B T (G R) D")
+    return einsum(O_BTHD, wo, "B T H D, H D E -> B T E")
+
+
+def _packed(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
+    G = wk.shape[0]
+    Q_BTHD = rearrange(x @ rearrange(wq, "H E D -> E (H D)"), "B T (G R D) -> B T G R D", G=G, D=wq.shape[2])
+    K_BSGD = rearrange(kv @ rearrange(wk, "G E D -> E (G D)"), "B S (G D) -> B S G D", G=G)
+    V_BSGD = rearrange(kv @ rearrange(wv, "G E D -> E (G D)"), "B S (G D) -> B S G D", G=G)
+    mask_BTS = _mask_BTS(x.shape[0], x.shape[1], kv.shape[1], causal, lengths)
+    O_BTGRD = _core_BTGRD(Q_BTHD, K_BSGD, V_BSGD, mask_BTS, scale)
+    return rearrange(O_BTGRD, "B T G R D -> B T (G R D)") @ rearrange(wo, "H D E -> (H D) E")
+
+
+def _vmap(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
+    T, S = x.shape[1], kv.shape[1]
+    R = wq.shape[0] // wk.shape[0]
+    wk_HED, wv_HED = jnp.repeat(wk, R, axis=0), jnp.repeat(wv, R, axis=0)
+    lengths_B = jnp.full((x.shape[0],), S, jnp.int32) if lengths is None else lengths
+
+    @functools.partial(jax.vmap, in_axes=(None, None, 0, 0, 0, None))  # over heads
+    @functools.partial(jax.vmap, in_axes=(0, 0, None, None, None, 0))  # over batch
+    def _attn_2d(X_TE, Y_SE, WQ_ED, WK_ED, WV_ED, length):
+        logits_TS = (X_TE @ WQ_ED) @ (Y_SE @ WK_ED).T * scale
+        valid_TS = jnp.arange(S)[None, :] < length
+        if causal:
+            valid_TS = valid_TS & jnp.tril(jnp.ones((T, S), dtype=bool))
+        logits_TS = jnp.where(valid_TS, logits_TS, -jnp.inf)
+        return jax.nn.softmax(logits_TS, axis=-1) @ (Y_SE @ WV_ED)
+
+    O_HBTD = _attn_2d(x, kv, wq, wk_HED, wv_HED, lengths_B)
+    return rearrange(O_HBTD, "H B T D -> B T (H D)") @ rearrange(wo, "H D E -> (H D) E")
+
+
+def _sdpa(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
+    Q_BTHD = einsum(x, wq, "B T E, H E D -> B T H D")
+    K_BSGD = einsum(kv, wk, "B S E, G E D -> B S G D")
+    V_BSGD = einsum(kv, wv, "B S E, G E D -> B S G D")
+    O_BTHD = jax.nn.dot_product_attention(
+        Q_BTHD, K_BSGD, V_BSGD, scale=scale, is_causal=causal, key_value_seq_lengths=lengths
+    )
+    return einsum(O_BTHD, wo, "B T H D, H D E -> B T E")
+
+
+def _blocked(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
+    B, T, S = x.shape[0], x.shape[1], kv.shape[1]
+    G, D = wk.shape[0], wk.shape[2]
+    C = min(BLOCK, S)
+    N = -(-S // C)
+    acc_dtype = jnp.float32 if x.dtype in _LOW_PRECISION else x.dtype
+    Q_BTGRD = rearrange(einsum(x, wq, "B T E, H E D -> B T H D"), "B T (G R) D -> B T G R D", G=G)
+    K_BSGD = einsum(kv, wk, "B S E, G E D -> B S G D")
+    V_BSGD = einsum(kv, wv, "B S E, G E D -> B S G D")
+    padding = ((0, 0), (0, N * C - S), (0, 0), (0, 0))
+    K_NBCGD = rearrange(jnp.pad(K_BSGD, padding), "B (N C) G D -> N B C G D", C=C)
+    V_NBCGD = rearrange(jnp.pad(V_BSGD, padding), "B (N C) G D -> N B C G D", C=C)
+    query_T = jnp.arange(T)
+    # Low-precision inputs are rounded once, then every block accumulates in float32 (FlashAttention's choice).
+    Q_acc = Q_BTGRD.astype(acc_dtype)
+
+    def step(carry, block):
+        m_BGRT, l_BGRT, acc_BGRTD = carry
+        n, K_BCGD, V_BCGD = block
+        logits_BGRTC = jnp.einsum("BTGRD,BCGD->BGRTC", Q_acc, K_BCGD.astype(acc_dtype)) * scale
+        key_C = n * C + jnp.arange(C)
+        valid_BTC = jnp.broadcast_to(key_C < S, (1, T, C))
+        if causal:
+            valid_BTC = valid_BTC & (key_C[None, :] <= query_T[:, None])[None]
+        if lengths is not None:
+            valid_BTC = valid_BTC & (key_C[None, :] < lengths[:, None])[:, None, :]
+        logits_BGRTC = jnp.where(valid_BTC[:, None, None], logits_BGRTC, -jnp.inf)
+        m_new = jnp.maximum(m_BGRT, logits_BGRTC.max(axis=-1))
+        m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)  # a row with no key seen yet stays empty
+        P_BGRTC = jnp.exp(logits_BGRTC - m_safe[..., None])
+        correction = jnp.exp(m_BGRT - m_safe)
+        l_BGRT = l_BGRT * correction + P_BGRTC.sum(axis=-1)
+        update_BGRTD = jnp.einsum("BGRTC,BCGD->BGRTD", P_BGRTC, V_BCGD.astype(acc_dtype))
+        return (m_new, l_BGRT, acc_BGRTD * correction[..., None] + update_BGRTD), None
+
+    R = Q_BTGRD.shape[3]
+    init = (
+        jnp.full((B, G, R, T), -jnp.inf, acc_dtype),
+        jnp.zeros((B, G, R, T), acc_dtype),
+        jnp.zeros((B, G, R, T, D), acc_dtype),
+    )
+    (_, l_BGRT, acc_BGRTD), _ = jax.lax.scan(step, init, (jnp.arange(N), K_NBCGD, V_NBCGD))
+    O_BGRTD = (acc_BGRTD / l_BGRT[..., None]).astype(x.dtype)
+    return einsum(O_BGRTD, wo.reshape(G, R, D, -1), "B G R T D, G R D E -> B T E")
+
+
+_IMPLEMENTATIONS = {
+    "einsum": _einsum,
+    "packed": _packed,
+    "vmap": _vmap,
+    "sdpa": _sdpa,
+    "blocked": _blocked,
+}
+
+
+class _Jitted:
+    """A jitted variant whose XLA "not supported" failures become VariantUnsupportedError.
+
+    XLA refuses some dtype/platform pairs only at compile time (float16 dots in
+    jax.nn.dot_product_attention on CPU: 'F16_F16_F32 is not supported'), so the guard wraps both
+    the call and ``lower(...).compile()``.
+    """
+
+    def __init__(self, variant, fn):
+        self.variant, self._jitted = variant, jax.jit(fn)
+
+    def _translate(self, error, args):
+        dtype = getattr(args[0], "dtype", "?")
+        return VariantUnsupportedError(
+            f"variant {self.variant!r} (jax {jax.__version__}) cannot run {dtype} on"
+            f" {jax.default_backend()}: XLA says {str(error).splitlines()[0]!r}."
+            " Expected a dtype this platform's kernels support; use float32 or bfloat16, or another variant."
+        )
+
+    def __call__(self, *args):
+        try:
+            return self._jitted(*args)
+        except ValueError as error:
+            if "not supported" not in str(error):
+                raise
+            raise self._translate(error, args) from None
+
+    def compile(self, *args):
+        """``lower(*args).compile()``: the compiled executable, compile time measurable apart."""
+        try:
+            return self._jitted.lower(*args).compile()
+        except ValueError as error:
+            if "not supported" not in str(error):
+                raise
+            raise self._translate(error, args) from None
+
+
+@functools.lru_cache(maxsize=None)
+def build(variant: str, *, causal: bool, scale: float, padded: bool):
+    """``fn(x, kv, wq, wk, wv, wo, key_lengths)``, jitted; ``fn.compile(*args)`` compiles ahead of time."""
+    del padded  # part of the cache key only: jit retraces on None vs array anyway
+    return _Jitted(variant, functools.partial(_IMPLEMENTATIONS[variant], causal=causal, scale=scale))
+
+
+def _fullrank(x, kv, wq, wk, wh, lengths, *, causal, scale):
+    G = wk.shape[0]
+    Q_BTGRD = rearrange(einsum(x, wq, "B T E, H E D -> B T H D"), "B T (G R) D -> B T G R D", G=G)
+    K_BSGD = einsum(kv, wk, "B S E, G E D -> B S G D")
+    logits_BGRTS = jnp.einsum("BTGRD,BSGD->BGRTS", Q_BTGRD, K_BSGD) * scale
+    mask_BTS = _mask_BTS(x.shape[0], x.shape[1], kv.shape[1], causal, lengths)
+    if mask_BTS is not None:
+        logits_BGRTS = jnp.where(mask_BTS[:, None, None], logits_BGRTS, -jnp.inf)
+    P_BHTS = rearrange(jax.nn.softmax(logits_BGRTS, axis=-1), "B G R T S -> B (G R) T S")
+    return einsum(P_BHTS, kv, wh, "B H T S, B S E, H E F -> B T F")
+
+
+@functools.lru_cache(maxsize=None)
+def build_fullrank(*, causal: bool, scale: float, padded: bool):
+    del padded
+    return jax.jit(functools.partial(_fullrank, causal=causal, scale=scale))
+
+
+@functools.lru_cache(maxsize=None)
+def build_bmm(equation: str):
+    return jax.jit(functools.partial(jnp.einsum, equation))
