@@ -43,6 +43,8 @@ def attention_dims(x, kv, wq, wk, wv, wo, *, causal=False, key_lengths=None) -> 
     S = kv_shape[1]
     H, _, D = _shape("wq (H,E,D)", wq, 3)
     G = _shape("wk (G,E,D)", wk, 3)[0]
+    if H % G:
+        raise ValueError(f"wk/wv: expected a number of kv heads G dividing H={H}; got G={G}")
     expected = {
         "kv (B,S,E)": ((B, S, E), kv_shape),
         "wq (H,E,D)": ((H, E, D), tuple(wq.shape)),
@@ -58,8 +60,6 @@ def attention_dims(x, kv, wq, wk, wv, wo, *, causal=False, key_lengths=None) -> 
                 f"{name}: expected shape {tuple(want)} from x (B={B},T={T},E={E}) and wq (H={H},D={D});"
                 f" got {tuple(got)}"
             )
-    if H % G:
-        raise ValueError(f"wk/wv: expected a number of kv heads G dividing H={H}; got G={G}")
     if causal and T != S:
         raise ValueError(f"causal: expected q_len == kv_len; got T={T}, S={S}")
     if key_lengths is not None:

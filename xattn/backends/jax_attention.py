@@ -111,6 +111,13 @@ def _vmap(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
 
 
 def _sdpa(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
+    if x.dtype == jnp.float64:
+        # Its XLA path casts the logits to float32 before the softmax, whatever the input dtype.
+        raise VariantUnsupportedError(
+            f"variant 'sdpa': jax.nn.dot_product_attention (jax {jax.__version__}) always computes its"
+            " softmax in float32, so it cannot give a float64 answer. Expected float32/bfloat16/float16"
+            " for this variant; got float64. Use einsum, packed, vmap or blocked for float64."
+        )
     Q_BTHD = einsum(x, wq, "B T E, H E D -> B T H D")
     K_BSGD = einsum(kv, wk, "B S E, G E D -> B S G D")
     V_BSGD = einsum(kv, wv, "B S E, G E D -> B S G D")

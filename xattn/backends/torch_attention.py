@@ -1,0 +1,354 @@
+"""PyTorch implementations of the attention contract. Imported only through the backend registry.
+
+The twin of :mod:`xattn.backends.jax_attention`: same names, same variants (plus ``compiled``).
+Shape letters as in :mod:`xattn.spec`; R = H // G is the number of query heads per kv head, so
+query head h = g·R + r reads kv head g (the contract's h // (H/G)). C is a key block's length.
+Nothing here runs under ``torch.no_grad``: autograd works through every variant.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from xattn.errors import VariantUnsupportedError
+
+#: Key block length of the ``blocked`` variant (online softmax over key blocks).
+BLOCK = 128
+
+#: The eager variant ``compiled`` hands to torch.compile. On this project's 2-core CPU
+#: (torch 2.13, float32, B=32 T=512 E=128 H=16 D=8) compiled einsum ran fastest; see _pick_base.
+COMPILED_BASE = "einsum"
+
+VARIANTS = {
+    "einsum": "per-head einsums (seed attn_eins3)",
+    "packed": "one GEMM per projection for all heads (seed attn_eins2)",
+    "vmap": "nested torch.func.vmap over heads and batch (seed attn_vmap)",
+    "sdpa": "torch.nn.functional.scaled_dot_product_attention (torch's fused attention)",
+    "blocked": f"online softmax over key blocks of {BLOCK}; never holds B·H·T·S logits",
+    "compiled": f"torch.compile(dynamic=False) of the {COMPILED_BASE!r} variant (inductor)",
+}
+
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+# NumPy dtypes from ml_dtypes that torch.from_numpy refuses; their bits travel through an
+# integer view of the same width, so values are bit-identical.
+_ML_DTYPES = {
+    "bfloat16": (np.uint16, torch.bfloat16),
+    "float8_e4m3fn": (np.uint8, torch.float8_e4m3fn),
+    "float8_e5m2": (np.uint8, torch.float8_e5m2),
+}
+
+
+def _as_torch(array):
+    if isinstance(array, torch.Tensor):
+        return array
+    array = np.asarray(array)
+    # from_numpy shares memory but refuses negative strides and warns on read-only buffers
+    # (np.asarray of a JAX array is one); an exact copy keeps values and dtype.
+    if not array.flags.writeable or any(stride < 0 for stride in array.strides):
+        array = array.copy()
+    special = _ML_DTYPES.get(array.dtype.name)
+    if special is not None and array.dtype.kind == "V":
+        bits_dtype, torch_dtype = special
+        return torch.from_numpy(array.view(bits_dtype)).view(torch_dtype)
+    try:
+        return torch.from_numpy(array)
+    except TypeError:
+        raise TypeError(
+            f"as_arrays: expected a NumPy dtype torch can hold ({', '.join(('float16', 'float32', 'float64', *_ML_DTYPES))},"
+            f" integers, bool, complex); got {array.dtype}. Cast the array first."
+        ) from None
+
+
+def as_arrays(*arrays):
+    """NumPy arrays (bfloat16 from ml_dtypes included) or tensors -> tensors, same dtype and bits."""
+    return tuple(_as_torch(a) for a in arrays)
+
+
+def as_lengths(key_lengths):
+    lengths = key_lengths if isinstance(key_lengths, torch.Tensor) else _as_torch(np.asarray(key_lengths))
+    return lengths.to(torch.int64)
+
+
+def _mask_BTS(T, S, causal, lengths_B, device):
+    """Boolean (B or 1, T, S) mask, True where a query may attend; None when nothing is masked."""
+    mask = None
+    if causal:
+        mask = torch.ones(T, S, dtype=torch.bool, device=device).tril()[None]
+    if lengths_B is not None:
+        padding = (torch.arange(S, device=device)[None, :] < lengths_B.to(device)[:, None])[:, None, :]
+        mask = padding if mask is None else mask & padding
+    return mask
+
+
+def _probs_BGRTS(Q_BTGRD, K_BSGD, mask_BTS, scale):
+    logits_BGRTS = torch.einsum("BTGRD,BSGD->BGRTS", Q_BTGRD, K_BSGD) * scale
+    if mask_BTS is not None:
+        logits_BGRTS = logits_BGRTS.masked_fill(~mask_BTS[:, None, None], -torch.inf)
+    return torch.softmax(logits_BGRTS, dim=-1)
+
+
+def _core_BTGRD(Q_BTGRD, K_BSGD, V_BSGD, mask_BTS, scale):
+    return torch.einsum("BGRTS,BSGD->BTGRD", _probs_BGRTS(Q_BTGRD, K_BSGD, mask_BTS, scale), V_BSGD)
+
+
+def _einsum(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
+    G = wk.shape[0]
+    Q_BTHD = torch.einsum("BTE,HED->BTHD", x, wq)
+    K_BSGD = torch.einsum("BSE,GED->BSGD", kv, wk)
+    V_BSGD = torch.einsum("BSE,GED->BSGD", kv, wv)
+    Q_BTGRD = rearrange(Q_BTHD, "B T (G R) D -> B T G R D", G=G)
+    mask_BTS = _mask_BTS(x.shape[1], kv.shape[1], causal, lengths, x.device)
+    O_BTHD = rearrange(_core_BTGRD(Q_BTGRD, K_BSGD, V_BSGD, mask_BTS, scale), "B T G R D -> B T (G R) D")
+    return torch.einsum("BTHD,HDE->BTE", O_BTHD, wo)
+
+
+def _packed(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
+    G, D = wk.shape[0], wk.shape[2]
+    Q_BTGRD = rearrange(x @ rearrange(wq, "H E D -> E (H D)"), "B T (G R D) -> B T G R D", G=G, D=D)
+    K_BSGD = rearrange(kv @ rearrange(wk, "G E D -> E (G D)"), "B S (G D) -> B S G D", G=G)
+    V_BSGD = rearrange(kv @ rearrange(wv, "G E D -> E (G D)"), "B S (G D) -> B S G D", G=G)
+    mask_BTS = _mask_BTS(x.shape[1], kv.shape[1], causal, lengths, x.device)
+    O_BTGRD = _core_BTGRD(Q_BTGRD, K_BSGD, V_BSGD, mask_BTS, scale)
+    return rearrange(O_BTGRD, "B T G R D -> B T (G R D)") @ rearrange(wo, "H D E -> (H D) E")
+
+
+def _vmap(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
+    B, T, S = x.shape[0], x.shape[1], kv.shape[1]
+    R = wq.shape[0] // wk.shape[0]
+    wk_HED, wv_HED = wk.repeat_interleave(R, dim=0), wv.repeat_interleave(R, dim=0)
+    lengths_B = torch.full((B,), S, device=x.device) if lengths is None else lengths.to(x.device)
+    key_S = torch.arange(S, device=x.device)
+    causal_TS = torch.ones(T, S, dtype=torch.bool, device=x.device).tril()
+
+    def _attn_2d(X_TE, Y_SE, WQ_ED, WK_ED, WV_ED, length):
+        logits_TS = (X_TE @ WQ_ED) @ (Y_SE @ WK_ED).mT * scale
+        valid_TS = key_S[None, :] < length
+        if causal:
+            valid_TS = valid_TS & causal_TS
+        logits_TS = logits_TS.masked_fill(~valid_TS, -torch.inf)
+        return torch.softmax(logits_TS, dim=-1) @ (Y_SE @ WV_ED)
+
+    over_batch = torch.func.vmap(_attn_2d, in_dims=(0, 0, None, None, None, 0))
+    over_heads = torch.func.vmap(over_batch, in_dims=(None, None, 0, 0, 0, None))
+    O_HBTD = over_heads(x, kv, wq, wk_HED, wv_HED, lengths_B)
+    return rearrange(O_HBTD, "H B T D -> B T (H D)") @ rearrange(wo, "H D E -> (H D) E")
+
+
+# enable_gqa arrived in torch 2.5; before it, repeating kv heads is the documented equivalent.
+_SDPA_HAS_GQA = tuple(int(n) for n in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 5)
+
+
+def _sdpa(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
+    H, G = wq.shape[0], wk.shape[0]
+    Q_BHTD = torch.einsum("BTE,HED->BHTD", x, wq)
+    K_BGSD = torch.einsum("BSE,GED->BGSD", kv, wk)
+    V_BGSD = torch.einsum("BSE,GED->BGSD", kv, wv)
+    gqa = {}
+    if G != H and _SDPA_HAS_GQA:
+        gqa = {"enable_gqa": True}
+    elif G != H:
+        K_BGSD, V_BGSD = K_BGSD.repeat_interleave(H // G, dim=1), V_BGSD.repeat_interleave(H // G, dim=1)
+    # SDPA refuses is_causal together with attn_mask, so padding folds causality into one boolean mask.
+    mask_B1TS = None
+    if lengths is not None:
+        mask_B1TS = _mask_BTS(x.shape[1], kv.shape[1], causal, lengths, x.device)[:, None]
+    O_BHTD = F.scaled_dot_product_attention(
+        Q_BHTD, K_BGSD, V_BGSD, attn_mask=mask_B1TS, is_causal=causal and mask_B1TS is None, scale=scale, **gqa
+    )
+    return torch.einsum("BHTD,HDE->BTE", O_BHTD, wo)
+
+
+def _blocked(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
+    B, T, S = x.shape[0], x.shape[1], kv.shape[1]
+    G, D = wk.shape[0], wk.shape[2]
+    R = wq.shape[0] // G
+    acc_dtype = torch.float32 if x.dtype in _LOW_PRECISION else x.dtype
+    Q_BTGRD = rearrange(torch.einsum("BTE,HED->BTHD", x, wq), "B T (G R) D -> B T G R D", G=G)
+    K_BSGD = torch.einsum("BSE,GED->BSGD", kv, wk)
+    V_BSGD = torch.einsum("BSE,GED->BSGD", kv, wv)
+    # Low-precision inputs are rounded once, then every block accumulates in float32 (FlashAttention's choice).
+    Q_acc = Q_BTGRD.to(acc_dtype)
+    query_T = torch.arange(T, device=x.device)
+    lengths_B = None if lengths is None else lengths.to(x.device)
+    m_BGRT = torch.full((B, G, R, T), -torch.inf, dtype=acc_dtype, device=x.device)
+    l_BGRT = torch.zeros((B, G, R, T), dtype=acc_dtype, device=x.device)
+    acc_BGRTD = torch.zeros((B, G, R, T, D), dtype=acc_dtype, device=x.device)
+    for start in range(0, S, BLOCK):  # the last block is simply shorter: no padding keys to mask
+        K_BCGD = K_BSGD[:, start : start + BLOCK].to(acc_dtype)
+        V_BCGD = V_BSGD[:, start : start + BLOCK].to(acc_dtype)
+        key_C = torch.arange(start, start + K_BCGD.shape[1], device=x.device)
+        logits_BGRTC = torch.einsum("BTGRD,BCGD->BGRTC", Q_acc, K_BCGD) * scale
+        valid_BTC = None
+        if causal:
+            valid_BTC = (key_C[None, :] <= query_T[:, None])[None]
+        if lengths_B is not None:
+            padding_B1C = (key_C[None, :] < lengths_B[:, None])[:, None, :]
+            valid_BTC = padding_B1C if valid_BTC is None else valid_BTC & padding_B1C
+        if valid_BTC is not None:
+            logits_BGRTC = logits_BGRTC.masked_fill(~valid_BTC[:, None, None], -torch.inf)
+        m_new = torch.maximum(m_BGRT, logits_BGRTC.amax(dim=-1))
+        m_safe = torch.where(torch.isfinite(m_new), m_new, 0.0)  # a row with no key seen yet stays empty
+        P_BGRTC = torch.exp(logits_BGRTC - m_safe[..., None])
+        correction = torch.exp(m_BGRT - m_safe)
+        l_BGRT = l_BGRT * correction + P_BGRTC.sum(dim=-1)
+        update_BGRTD = torch.einsum("BGRTC,BCGD->BGRTD", P_BGRTC, V_BCGD)
+        acc_BGRTD = acc_BGRTD * correction[..., None] + update_BGRTD
+        m_BGRT = m_new
+    O_BGRTD = (acc_BGRTD / l_BGRT[..., None]).to(x.dtype)
+    return torch.einsum("BGRTD,GRDE->BTE", O_BGRTD, wo.reshape(G, R, D, -1))
+
+
+_IMPLEMENTATIONS = {
+    "einsum": _einsum,
+    "packed": _packed,
+    "vmap": _vmap,
+    "sdpa": _sdpa,
+    "blocked": _blocked,
+}
+
+
+def _unsupported(variant, args, reason):
+    dtype = getattr(args[0], "dtype", "?")
+    device = getattr(args[0], "device", "?")
+    return VariantUnsupportedError(
+        f"variant {variant!r} (torch {torch.__version__}) cannot run {dtype} on {device}: {reason}"
+    )
+
+
+class _Eager:
+    """An eager variant whose "no kernel for this dtype" failures become VariantUnsupportedError.
+
+    ``compile(*args)`` exists so a timer can treat every backend alike; eager has nothing to compile.
+    """
+
+    _UNSUPPORTED_MARKERS = ("not implemented for", "No available kernel")
+
+    def __init__(self, variant, fn):
+        self.variant, self._fn = variant, fn
+
+    def __call__(self, *args):
+        try:
+            return self._fn(*args)
+        except RuntimeError as error:
+            if not any(marker in str(error) for marker in self._UNSUPPORTED_MARKERS):
+                raise
+            reason = f"torch says {str(error).splitlines()[0]!r}. Expected a dtype this device's kernels support;"
+            raise _unsupported(self.variant, args, f"{reason} use float32, or another variant.") from None
+
+    def compile(self, *args):
+        return self
+
+
+def _fresh_copy(fn):
+    """``fn`` with its own code object.
+
+    Dynamo keeps its cache, and counts recompiles against torch._dynamo.config.recompile_limit
+    (8), per code object. Sharing ``_einsum``'s code across every build and input signature would
+    silently fall back to eager after 8 of them; a copy per signature compiles exactly once.
+    """
+    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+
+
+# What a platform that cannot compile raises: no C++ compiler, a compiler that fails, inductor errors.
+_COMPILE_FAILURES = tuple(
+    error
+    for module_name, name in [
+        ("torch._dynamo.exc", "BackendCompilerFailed"),
+        ("torch._inductor.exc", "InductorError"),
+        ("torch._inductor.exc", "CppCompileError"),
+        ("torch._inductor.exc", "InvalidCxxCompiler"),
+    ]
+    if (error := getattr(__import__(module_name, fromlist=[name]), name, None)) is not None
+)
+
+
+class _Compiled:
+    """torch.compile(dynamic=False) of COMPILED_BASE, one compiled function per input signature.
+
+    The first call with a new signature (shapes, dtypes, device, requires_grad, grad mode) compiles;
+    ``compile(*args)`` does that call ahead of time so compile time is measured apart. A platform
+    that cannot compile raises VariantUnsupportedError, remembered so it is not retried.
+    """
+
+    variant = "compiled"
+
+    def __init__(self, *, causal, scale):
+        self._causal, self._scale = causal, scale
+        self._by_signature = {}
+
+    @staticmethod
+    def _signature(args):
+        tensors = tuple(
+            None if a is None else (tuple(a.shape), a.dtype, a.device, a.requires_grad) for a in args
+        )
+        return tensors + (torch.is_grad_enabled(),)
+
+    def _unavailable(self, args, error):
+        return _unsupported(
+            self.variant,
+            args,
+            f"torch.compile is unavailable here ({type(error).__name__}: {str(error).strip().splitlines()[0]})."
+            " Expected a working inductor toolchain (a C++ compiler on PATH or in $CXX, a supported Python);"
+            f" install one, or use the eager {COMPILED_BASE!r} variant.",
+        )
+
+    def __call__(self, *args):
+        key = self._signature(args)
+        compiled = self._by_signature.get(key)
+        if compiled is None:
+            base = functools.partial(_fresh_copy(_IMPLEMENTATIONS[COMPILED_BASE]), causal=self._causal, scale=self._scale)
+            try:
+                compiled = torch.compile(base, dynamic=False)
+            except RuntimeError as error:  # e.g. "torch.compile is not supported on Python 3.x"
+                compiled = self._unavailable(args, error)
+            self._by_signature[key] = compiled
+        if isinstance(compiled, VariantUnsupportedError):
+            raise compiled
+        try:
+            return compiled(*args)
+        except _COMPILE_FAILURES as error:
+            self._by_signature[key] = self._unavailable(args, error)
+            raise self._by_signature[key] from None
+
+    def compile(self, *args):
+        """Compile for these inputs now (by running once); return the callable, ready to time."""
+        self(*args)
+        return self
+
+
+@functools.lru_cache(maxsize=None)
+def build(variant: str, *, causal: bool, scale: float, padded: bool):
+    """``fn(x, kv, wq, wk, wv, wo, key_lengths)``; ``fn.compile(*args)`` compiles ahead of time."""
+    del padded  # part of the cache key only: a None vs tensor key_lengths takes its own path anyway
+    if variant == "compiled":
+        return _Compiled(causal=causal, scale=scale)
+    if variant not in _IMPLEMENTATIONS:
+        raise ValueError(f"variant: expected one of {', '.join(VARIANTS)}; got {variant!r}")
+    return _Eager(variant, functools.partial(_IMPLEMENTATIONS[variant], causal=causal, scale=scale))
+
+
+def _fullrank(x, kv, wq, wk, wh, lengths, *, causal, scale):
+    G = wk.shape[0]
+    Q_BTGRD = rearrange(torch.einsum("BTE,HED->BTHD", x, wq), "B T (G R) D -> B T G R D", G=G)
+    K_BSGD = torch.einsum("BSE,GED->BSGD", kv, wk)
+    mask_BTS = _mask_BTS(x.shape[1], kv.shape[1], causal, lengths, x.device)
+    P_BHTS = rearrange(_probs_BGRTS(Q_BTGRD, K_BSGD, mask_BTS, scale), "B G R T S -> B (G R) T S")
+    return torch.einsum("BHTS,BSE,HEF->BTF", P_BHTS, kv, wh)
+
+
+@functools.lru_cache(maxsize=None)
+def build_fullrank(*, causal: bool, scale: float, padded: bool):
+    del padded
+    return functools.partial(_fullrank, causal=causal, scale=scale)
+
+
+@functools.lru_cache(maxsize=None)
+def build_bmm(equation: str):
+    return functools.partial(torch.einsum, equation)
