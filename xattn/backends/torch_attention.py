@@ -21,9 +21,10 @@ from xattn.errors import VariantUnsupportedError
 #: Key block length of the ``blocked`` variant (online softmax over key blocks).
 BLOCK = 128
 
-#: The eager variant ``compiled`` hands to torch.compile. On this project's 2-core CPU
-#: (torch 2.13, float32, B=32 T=512 E=128 H=16 D=8) compiled einsum ran fastest; see _pick_base.
-COMPILED_BASE = "einsum"
+#: The eager variant ``compiled`` hands to torch.compile: the fastest one on this project's 2-core
+#: CPU (torch 2.13, B=8 T=512 E=128 H=16 D=8, float32 and bfloat16), compiled or not; compiling it
+#: also costs least (inductor keeps SDPA as one fused kernel and fuses only the projections).
+COMPILED_BASE = "sdpa"
 
 VARIANTS = {
     "einsum": "per-head einsums (seed attn_eins3)",
@@ -54,15 +55,15 @@ def _as_torch(array):
     if not array.flags.writeable or any(stride < 0 for stride in array.strides):
         array = array.copy()
     special = _ML_DTYPES.get(array.dtype.name)
-    if special is not None and array.dtype.kind == "V":
+    if special is not None:
         bits_dtype, torch_dtype = special
         return torch.from_numpy(array.view(bits_dtype)).view(torch_dtype)
     try:
         return torch.from_numpy(array)
     except TypeError:
+        supported = ", ".join(("float16", "float32", "float64", *_ML_DTYPES, "integers", "bool", "complex"))
         raise TypeError(
-            f"as_arrays: expected a NumPy dtype torch can hold ({', '.join(('float16', 'float32', 'float64', *_ML_DTYPES))},"
-            f" integers, bool, complex); got {array.dtype}. Cast the array first."
+            f"as_arrays: expected a dtype torch can hold ({supported}); got {array.dtype}. Cast it first."
         ) from None
 
 
@@ -141,26 +142,19 @@ def _vmap(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
     return rearrange(O_HBTD, "H B T D -> B T (H D)") @ rearrange(wo, "H D E -> (H D) E")
 
 
-# enable_gqa arrived in torch 2.5; before it, repeating kv heads is the documented equivalent.
-_SDPA_HAS_GQA = tuple(int(n) for n in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 5)
-
-
 def _sdpa(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
     H, G = wq.shape[0], wk.shape[0]
     Q_BHTD = torch.einsum("BTE,HED->BHTD", x, wq)
     K_BGSD = torch.einsum("BSE,GED->BGSD", kv, wk)
     V_BGSD = torch.einsum("BSE,GED->BGSD", kv, wv)
-    gqa = {}
-    if G != H and _SDPA_HAS_GQA:
-        gqa = {"enable_gqa": True}
-    elif G != H:
-        K_BGSD, V_BGSD = K_BGSD.repeat_interleave(H // G, dim=1), V_BGSD.repeat_interleave(H // G, dim=1)
-    # SDPA refuses is_causal together with attn_mask, so padding folds causality into one boolean mask.
+    # Padding folds causality into one boolean mask: SDPA's math backend refuses is_causal with an
+    # attn_mask ("Explicit attn_mask should not be set"), though torch 2.13's CPU flash kernel takes both.
     mask_B1TS = None
     if lengths is not None:
         mask_B1TS = _mask_BTS(x.shape[1], kv.shape[1], causal, lengths, x.device)[:, None]
     O_BHTD = F.scaled_dot_product_attention(
-        Q_BHTD, K_BGSD, V_BGSD, attn_mask=mask_B1TS, is_causal=causal and mask_B1TS is None, scale=scale, **gqa
+        Q_BHTD, K_BGSD, V_BGSD, attn_mask=mask_B1TS, is_causal=causal and mask_B1TS is None, scale=scale,
+        enable_gqa=G != H,  # query head h reads kv head h // (H/G), as repeat_interleave would give
     )
     return torch.einsum("BHTD,HDE->BTE", O_BHTD, wo)
 
@@ -214,14 +208,6 @@ _IMPLEMENTATIONS = {
 }
 
 
-def _unsupported(variant, args, reason):
-    dtype = getattr(args[0], "dtype", "?")
-    device = getattr(args[0], "device", "?")
-    return VariantUnsupportedError(
-        f"variant {variant!r} (torch {torch.__version__}) cannot run {dtype} on {device}: {reason}"
-    )
-
-
 class _Eager:
     """An eager variant whose "no kernel for this dtype" failures become VariantUnsupportedError.
 
@@ -239,41 +225,49 @@ class _Eager:
         except RuntimeError as error:
             if not any(marker in str(error) for marker in self._UNSUPPORTED_MARKERS):
                 raise
-            reason = f"torch says {str(error).splitlines()[0]!r}. Expected a dtype this device's kernels support;"
-            raise _unsupported(self.variant, args, f"{reason} use float32, or another variant.") from None
+            raise VariantUnsupportedError(
+                f"variant {self.variant!r} (torch {torch.__version__}) cannot run {args[0].dtype} on"
+                f" {args[0].device}: torch says {str(error).splitlines()[0]!r}. Expected a dtype this"
+                " device's kernels support; use float32, or another variant."
+            ) from None
 
     def compile(self, *args):
         return self
 
 
-def _fresh_copy(fn):
-    """``fn`` with its own code object.
+def _fresh_copy(fn, **keyword_defaults):
+    """``fn`` with its own code object and ``keyword_defaults`` bound, ready for torch.compile.
 
     Dynamo keeps its cache, and counts recompiles against torch._dynamo.config.recompile_limit
-    (8), per code object. Sharing ``_einsum``'s code across every build and input signature would
-    silently fall back to eager after 8 of them; a copy per signature compiles exactly once.
+    (8), per code object; past the limit it silently runs eager. A functools.partial does not
+    help: torch.compile runs every callable that is not a function through one shared ``inner``
+    frame. A real function with a code object of its own, per input signature, compiles once.
     """
-    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    fresh = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    fresh.__kwdefaults__ = {**(fn.__kwdefaults__ or {}), **keyword_defaults}
+    return fresh
 
 
-# What a platform that cannot compile raises: no C++ compiler, a compiler that fails, inductor errors.
-_COMPILE_FAILURES = tuple(
-    error
-    for module_name, name in [
-        ("torch._dynamo.exc", "BackendCompilerFailed"),
-        ("torch._inductor.exc", "InductorError"),
-        ("torch._inductor.exc", "CppCompileError"),
-        ("torch._inductor.exc", "InvalidCxxCompiler"),
+@functools.cache  # torch._dynamo and torch._inductor take seconds to import; only a compile needs them
+def _compile_failures():
+    """What a platform that cannot compile raises: no C++ compiler, a failing compiler, inductor errors."""
+    import torch._dynamo.exc
+    import torch._inductor.exc
+
+    names = [
+        (torch._dynamo.exc, "BackendCompilerFailed"),
+        (torch._inductor.exc, "InductorError"),  # torch 2.13 wraps compiler failures in this
+        (torch._inductor.exc, "CppCompileError"),
+        (torch._inductor.exc, "InvalidCxxCompiler"),
     ]
-    if (error := getattr(__import__(module_name, fromlist=[name]), name, None)) is not None
-)
+    return tuple(getattr(module, name) for module, name in names if hasattr(module, name))
 
 
 class _Compiled:
     """torch.compile(dynamic=False) of COMPILED_BASE, one compiled function per input signature.
 
     The first call with a new signature (shapes, dtypes, device, requires_grad, grad mode) compiles;
-    ``compile(*args)`` does that call ahead of time so compile time is measured apart. A platform
+    ``compile(*args)`` makes that call ahead of time so compile time is measured apart. A platform
     that cannot compile raises VariantUnsupportedError, remembered so it is not retried.
     """
 
@@ -281,41 +275,43 @@ class _Compiled:
 
     def __init__(self, *, causal, scale):
         self._causal, self._scale = causal, scale
-        self._by_signature = {}
+        self._compiled = {}  # signature -> compiled function
+        self._failures = {}  # signature -> why it cannot compile
 
     @staticmethod
     def _signature(args):
-        tensors = tuple(
-            None if a is None else (tuple(a.shape), a.dtype, a.device, a.requires_grad) for a in args
-        )
+        tensors = tuple(None if a is None else (tuple(a.shape), a.dtype, a.device, a.requires_grad) for a in args)
         return tensors + (torch.is_grad_enabled(),)
 
-    def _unavailable(self, args, error):
-        return _unsupported(
-            self.variant,
-            args,
-            f"torch.compile is unavailable here ({type(error).__name__}: {str(error).strip().splitlines()[0]})."
-            " Expected a working inductor toolchain (a C++ compiler on PATH or in $CXX, a supported Python);"
-            f" install one, or use the eager {COMPILED_BASE!r} variant.",
+    def _unavailable(self, error):
+        return VariantUnsupportedError(
+            f"variant 'compiled' (torch {torch.__version__}): torch.compile is unavailable here"
+            f" ({type(error).__name__}: {str(error).strip().splitlines()[0]}). Expected a working"
+            " inductor toolchain (a C++ compiler on PATH or named by $CXX, a Python torch.compile"
+            f" supports); install one, or use the eager {COMPILED_BASE!r} variant."
         )
 
     def __call__(self, *args):
         key = self._signature(args)
-        compiled = self._by_signature.get(key)
+        if key in self._failures:
+            raise self._unavailable(self._failures[key])
+        compiled = self._compiled.get(key)
         if compiled is None:
-            base = functools.partial(_fresh_copy(_IMPLEMENTATIONS[COMPILED_BASE]), causal=self._causal, scale=self._scale)
+            base = _fresh_copy(_IMPLEMENTATIONS[COMPILED_BASE], causal=self._causal, scale=self._scale)
             try:
                 compiled = torch.compile(base, dynamic=False)
-            except RuntimeError as error:  # e.g. "torch.compile is not supported on Python 3.x"
-                compiled = self._unavailable(args, error)
-            self._by_signature[key] = compiled
-        if isinstance(compiled, VariantUnsupportedError):
-            raise compiled
+            except RuntimeError as error:  # some platforms are refused outright ("not supported on Python 3.x")
+                self._failures[key] = error
+                raise self._unavailable(error) from None
+            self._compiled[key] = compiled
         try:
             return compiled(*args)
-        except _COMPILE_FAILURES as error:
-            self._by_signature[key] = self._unavailable(args, error)
-            raise self._by_signature[key] from None
+        except Exception as error:
+            if not isinstance(error, _compile_failures()):
+                raise
+            del self._compiled[key]
+            self._failures[key] = error
+            raise self._unavailable(error) from None
 
     def compile(self, *args):
         """Compile for these inputs now (by running once); return the callable, ready to time."""
@@ -323,7 +319,7 @@ class _Compiled:
         return self
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build(variant: str, *, causal: bool, scale: float, padded: bool):
     """``fn(x, kv, wq, wk, wv, wo, key_lengths)``; ``fn.compile(*args)`` compiles ahead of time."""
     del padded  # part of the cache key only: a None vs tensor key_lengths takes its own path anyway
@@ -343,12 +339,12 @@ def _fullrank(x, kv, wq, wk, wh, lengths, *, causal, scale):
     return torch.einsum("BHTS,BSE,HEF->BTF", P_BHTS, kv, wh)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_fullrank(*, causal: bool, scale: float, padded: bool):
     del padded
     return functools.partial(_fullrank, causal=causal, scale=scale)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_bmm(equation: str):
     return functools.partial(torch.einsum, equation)
