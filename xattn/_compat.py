@@ -1,0 +1,207 @@
+"""Every framework-version switch in xattn lives here, each with the version and the change behind it.
+
+Supported: JAX 0.4.38 through 0.10.x, torch 2.5 through 2.14, NumPy >= 1.24, ml_dtypes >= 0.4.
+Functions import their framework on call; importing this module imports none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import re
+import sys
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """``"2.13.0+cpu"`` -> ``(2, 13, 0)``; ``"0.4.38.dev1"`` -> ``(0, 4, 38)``."""
+    numbers = re.match(r"\d+(\.\d+)*", version)
+    return tuple(int(part) for part in numbers.group(0).split(".")) if numbers else ()
+
+
+def loaded_versions() -> str:
+    """Versions of the already-imported array libraries, e.g. ``"numpy 2.4.6, jax 0.10.2"``."""
+    names = ("numpy", "ml_dtypes", "jax", "jaxlib", "torch")
+    found = [(name, getattr(sys.modules.get(name), "__version__", None)) for name in names]
+    return ", ".join(f"{name} {version}" for name, version in found if version)
+
+
+# --------------------------------------------------------------------------------------------- JAX
+
+
+def jax_x64_enabled() -> bool:
+    import jax
+
+    # jax.config.jax_enable_x64 reads the flag in every version from 0.4.38 to 0.10.x; newer
+    # releases also offer jax.config.read("jax_enable_x64"), which 0.4.38 lacks.
+    return bool(jax.config.jax_enable_x64)
+
+
+@contextlib.contextmanager
+def jax_x64(enabled: bool):
+    """Set jax_enable_x64 inside the block and restore it after.
+
+    jax.experimental.enable_x64 (the old context manager) is deprecated in newer JAX and
+    jax.enable_x64 does not exist in 0.4.38, so the one spelling that works everywhere is
+    jax.config.update.
+    """
+    import jax
+
+    before = jax_x64_enabled()
+    jax.config.update("jax_enable_x64", enabled)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", before)
+
+
+def jax_has_dtype(name: str) -> bool:
+    import jax.numpy as jnp
+
+    # JAX 0.4.38 has float8_e3m4 and float8_e4m3 but not float8_e8m0fnu or float4_e2m1fn, which 0.10 has.
+    return hasattr(jnp, name)
+
+
+@functools.cache
+def jax_computes_on_strided_imports() -> bool:
+    """Whether JAX computes on a zero-copy DLPack import whose strides are not row-major.
+
+    JAX 0.4.38 imports a transposed buffer (or one with odd strides on size-1 dimensions) without a
+    copy, but every operation on it then fails with "Unexpected XLA layout override"; JAX 0.10
+    computes on it. The release in between that fixed it is not pinned down here, so this probes
+    once, with a 64-byte-aligned Fortran-order NumPy buffer, the first time such a layout is met.
+    """
+    import jax
+    import numpy as np
+
+    raw = np.zeros(64 + 8 * 4, np.uint8)
+    start = (-raw.ctypes.data) % 64
+    fortran = raw[start:start + 8 * 4].view(np.float32).reshape(2, 4).T
+    try:
+        imported = jax.dlpack.from_dlpack(fortran)
+        return bool((imported + 1).block_until_ready().sum() == 8)
+    except Exception:  # noqa: BLE001 - any failure means "copy to row-major first"
+        return False
+
+
+def jax_tracer_type() -> type:
+    import jax
+
+    return jax.core.Tracer  # public in 0.4.38 and 0.10.x alike
+
+
+def jax_single_device_sharding_type() -> type:
+    import jax
+
+    return jax.sharding.SingleDeviceSharding
+
+
+def jax_buffer_pointer(array) -> int:
+    return array.unsafe_buffer_pointer()
+
+
+def jax_from_dlpack(producer, *, copy: bool | None = None, device=None):
+    """``jax.dlpack.from_dlpack`` with xattn's copy rules, the same in every supported JAX.
+
+    - JAX 0.4.38 ignores ``copy=False`` when a buffer is not 64-byte aligned and copies
+      silently; 0.10 raises. Callers that need zero-copy check the pointer afterwards.
+    - JAX 0.4.38 fails an assertion ("Unexpected XLA layout override") for ``copy=True`` on a
+      transposed buffer, so xattn never passes ``copy=True``: callers copy on the source side.
+    - ``jax.dlpack.to_dlpack`` was removed in JAX 0.7; xattn only ever uses the ``__dlpack__``
+      protocol, which 0.4.38 and 0.10 both consume and produce.
+    - Both ends pass the consumer's stream through ``__dlpack__(stream=...)`` on GPU: JAX (0.4.38
+      and 0.10 alike) asks its device for ``get_stream_for_external_ready_events()``.
+    """
+    import jax.dlpack
+
+    if copy is True:
+        raise AssertionError("xattn copies on the source side; see jax_from_dlpack's docstring")
+    if copy is None and device is None:
+        return jax.dlpack.from_dlpack(producer)
+    return jax.dlpack.from_dlpack(producer, device=device, copy=copy)
+
+
+def jax_dlpack_dtype_error(error: BaseException) -> bool:
+    """Whether a JAX DLPack failure means "this dtype has no DLPack code here"."""
+    # JAX 0.4.38: "Unknown or invalid DLPack type code 10" (import) and "XLA type F8E4M3FN has no
+    # DLPack equivalent" (export): its DLPack knows no float8. JAX 0.10 maps the float8 codes of
+    # DLPack 1.1 both ways.
+    text = str(error)
+    return "DLPack type code" in text or "no DLPack equivalent" in text
+
+
+def jax_dlpack_layout_error(error: BaseException) -> bool:
+    return "trivial (compact) striding" in str(error)
+
+
+def jax_dlpack_alignment_error(error: BaseException) -> bool:
+    return "not aligned" in str(error)
+
+
+# ---------------------------------------------------------------------------------------- Flax NNX
+
+
+def nnx_value(variable):
+    """The array an ``nnx.Variable`` (a Param) holds, never a copy."""
+    # flax 0.12.8 deprecates ``variable.value`` (a DeprecationWarning on every access,
+    # google/flax#5019) in favour of get_value()/set_value() and ``variable[...]``; releases
+    # without get_value read and write ``.value``.
+    getter = getattr(variable, "get_value", None)
+    return getter() if callable(getter) else variable.value
+
+
+def nnx_set_value(variable, value) -> None:
+    """Make ``variable`` hold ``value`` itself (no copy, no cast)."""
+    # flax 0.12's ``variable[...] = value`` copies through ``.at[...].set`` unless shape, dtype and
+    # sharding all match; set_value(value) without an index stores the array as it is.
+    setter = getattr(variable, "set_value", None)
+    if callable(setter):
+        setter(value)
+    else:
+        variable.value = value
+
+
+def nnx_fresh_copy(module):
+    """A copy of an nnx module with new Variable objects over the same arrays.
+
+    flax 0.12.8's ``nnx.merge(*nnx.split(m))`` hands back m's own Variable objects, so setting a value
+    on the result would change m; ``nnx.clone`` makes new ones (and, created inside a jax
+    transformation, they may take that trace's values without a TraceContextError).
+    """
+    from flax import nnx
+
+    return nnx.clone(module)
+
+
+def nnx_mha_kv_heads(layer) -> int:
+    """Key/value heads of an ``nnx.MultiHeadAttention``."""
+    # flax 0.12.8's MultiHeadAttention has num_kv_heads (grouped-query attention); a release
+    # without the attribute has one kv head per query head.
+    return int(getattr(layer, "num_kv_heads", None) or layer.num_heads)
+
+
+# ------------------------------------------------------------------------------------------- torch
+
+
+def torch_dlpack_dtype_error(error: BaseException) -> bool:
+    text = str(error)
+    return "Unsupported dtype" in text or "DLPack type" in text or "not supported by dlpack" in text.lower()
+
+
+# ------------------------------------------------------------------------------------------- NumPy
+
+
+def numpy_from_dlpack(producer):
+    """``np.from_dlpack``: zero-copy for CPU producers (NumPy >= 1.23; ``copy=`` only in 2.1+)."""
+    import numpy as np
+
+    return np.from_dlpack(producer)
+
+
+def ml_dtypes_names() -> frozenset[str]:
+    """Names of the ml_dtypes scalar types NumPy can hold (bfloat16, float8_*, float4_*, int4...)."""
+    import ml_dtypes
+
+    # ml_dtypes 0.4 has bfloat16, the float8 family (no e8m0fnu before 0.5) and int4/uint4;
+    # 0.5 added float8_e8m0fnu, float6_* and float4_e2m1fn; 0.5.1 added int2/uint2.
+    names = {name for name in dir(ml_dtypes) if name.startswith(("bfloat", "float", "int", "uint"))}
+    return frozenset(name for name in names if isinstance(getattr(ml_dtypes, name), type))

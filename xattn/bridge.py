@@ -1,0 +1,262 @@
+"""The DLPack bridge: NumPy, JAX and torch arrays converted so that every framework reads the same bits.
+
+``to_torch``, ``to_jax`` and ``to_numpy`` take an array of any of the three frameworks; the
+``tree_*`` versions map them over dicts, lists and tuples (a ``state_dict``, say). ``copy``:
+
+- ``None`` (default): zero-copy where the consumer can take the buffer as it is, else an exact copy;
+- ``False``: zero-copy, or a :class:`~xattn.errors.BridgeError` saying why not and what to do;
+- ``True``: an independent copy.
+
+Nothing changes silently: not a value, a dtype, a device, nor autograd. Every case that cannot be
+converted exactly (float64 into JAX without x64, a tensor that requires grad, a sharded or deleted
+JAX array, a device the target cannot reach...) has one outcome, listed in ``docs/bridge.md``.
+
+Zero-copy means aliasing: an in-place torch op on ``to_torch(jax_array)`` changes the JAX array.
+Pass ``copy=True`` when you will write.
+
+Importing this module imports no framework: an array's framework is told from ``sys.modules``
+(an array of a framework that was never imported cannot exist), and each conversion imports only
+the frameworks at its two ends.
+"""
+
+from __future__ import annotations
+
+import copy as _copy
+import sys
+
+import numpy as np
+
+from xattn import _bridge_paths as paths
+from xattn import _bridge_rules as rules
+from xattn import _compat
+from xattn.errors import BridgeError
+
+NUMPY, JAX, TORCH = "numpy", "jax", "torch"
+FRAMEWORKS = (NUMPY, JAX, TORCH)
+# Kinds that are arrays in a user's eyes but never get converted as they are.
+_NUMPY_SCALAR, _MASKED, _TRACER, _OTHER = "numpy scalar", "masked", "tracer", "other"
+
+_KIND_BY_TYPE: dict[type, str] = {np.ndarray: NUMPY}
+_single_device_sharding: type | None = None  # jax.sharding.SingleDeviceSharding, once JAX is seen
+_torch_64_bit: frozenset = frozenset()  # torch's 64-bit dtypes, once torch is seen
+_torch = None  # the torch module, once a conversion to torch has imported it
+_jax_from_dlpack = None  # jax.dlpack.from_dlpack, once a conversion to JAX has imported it
+
+
+def framework_of(x) -> str | None:
+    """``"numpy"``, ``"jax"``, ``"torch"`` or ``None``; imports nothing."""
+    kind = _kind(x)
+    return kind if kind in FRAMEWORKS else None
+
+
+def _kind(x) -> str:
+    cls = type(x)
+    kind = _KIND_BY_TYPE.get(cls)
+    if kind is None:
+        kind = _KIND_BY_TYPE[cls] = _classify(cls)
+    return kind
+
+
+def _classify(cls: type) -> str:
+    global _single_device_sharding, _torch_64_bit
+    if issubclass(cls, np.ma.MaskedArray):
+        return _MASKED
+    if issubclass(cls, np.ndarray):
+        return NUMPY
+    if issubclass(cls, np.generic):
+        return _NUMPY_SCALAR
+    torch = sys.modules.get("torch")
+    if torch is not None and issubclass(cls, torch.Tensor):
+        _torch_64_bit = frozenset((torch.float64, torch.int64, torch.uint64, torch.complex128))
+        return TORCH
+    jax = sys.modules.get("jax")
+    if jax is not None:
+        if issubclass(cls, _compat.jax_tracer_type()):
+            return _TRACER
+        if issubclass(cls, jax.Array):
+            _single_device_sharding = _compat.jax_single_device_sharding_type()
+            return JAX
+    return _OTHER
+
+
+def buffer_pointer(x) -> int:
+    """Address of the first element of a NumPy, JAX (single-device) or torch array's buffer."""
+    kind = _kind(x)
+    if kind == TORCH:
+        return x.data_ptr()
+    if kind == JAX:
+        return _compat.jax_buffer_pointer(x)
+    if kind in (NUMPY, _MASKED):
+        return x.__array_interface__["data"][0]
+    raise TypeError(f"buffer_pointer: expected a NumPy, JAX or torch array; got {type(x).__name__}")
+
+
+def _check_copy(function: str, copy):
+    if copy is not None and not isinstance(copy, bool):
+        raise TypeError(f"{function}: expected copy=None, False or True; got copy={copy!r}")
+    return copy
+
+
+def _prepared(function: str, x, kind: str, copy):
+    """``(x, kind)`` with NumPy scalars made arrays; refuses what no path may convert."""
+    if kind == _NUMPY_SCALAR:
+        if copy is False:
+            raise rules.refuse(rules.call_name(function, copy), "a NumPy scalar owns no buffer to share",
+                               "Pass copy=None, or convert np.asarray(x) yourself")
+        return np.asarray(x), NUMPY
+    if kind == _MASKED:
+        raise rules.refuse(function, "a NumPy masked array would lose its mask",
+                           "Pass x.filled(fill_value) or x.data, whichever you mean")
+    if kind == _TRACER:
+        raise rules.refuse(
+            function,
+            f"expected a concrete JAX array; got a tracer ({type(x).__name__}) from inside jit, grad or vmap,"
+            " which has no buffer",
+            "Convert outside the transformation, or call out with jax.pure_callback",
+        )
+    if kind == _OTHER:
+        raise TypeError(f"{function}: expected a NumPy, JAX or torch array; got {type(x).__name__}")
+    return x, kind
+
+
+def to_torch(x, *, copy: bool | None = None, device=None):
+    """``x`` (NumPy, JAX or torch) as a torch tensor; see the module docstring for ``copy``.
+
+    ``device``: anything ``torch.device`` takes; ``None`` keeps the buffer's own device (host for
+    NumPy). A JAX array that requires a device move is copied (or refused under ``copy=False``).
+    """
+    kind = _KIND_BY_TYPE.get(type(x)) or _kind(x)
+    if kind == JAX and copy is None and device is None and type(x.sharding) is _single_device_sharding:
+        # The hot path (a model output on its way to torch): the bare protocol call plus two checks.
+        try:
+            return (_torch or _load_torch()).from_dlpack(x)
+        except Exception:
+            pass  # the full path below says what went wrong
+    x, kind = _prepared("to_torch", x, kind, _check_copy("to_torch", copy))
+    if kind == TORCH:
+        return _torch_to_torch(x, copy, device)
+    if kind == JAX:
+        return paths.jax_to_torch(x, copy, device)
+    return paths.numpy_to_torch(x, copy, device)
+
+
+def to_jax(x, *, copy: bool | None = None, device=None):
+    """``x`` (NumPy, JAX or torch) as a JAX array; see the module docstring for ``copy``.
+
+    ``device``: a ``jax.Device``, a single-device ``Sharding``, or a string ("cpu", "gpu", "cuda:1");
+    ``None`` keeps the buffer's own device (host for NumPy). 64-bit dtypes need jax_enable_x64.
+    """
+    kind = _KIND_BY_TYPE.get(type(x)) or _kind(x)
+    if kind == TORCH and copy is None and device is None:
+        # The hot path: a row-major tensor, which every supported JAX reads as it is. torch's __dlpack__
+        # itself refuses grad, conj and sparse tensors, and JAX what it cannot read; the full path below
+        # then says why. A neg view (exported silently un-negated) and 64-bit data (silently narrowed
+        # without x64) are the two that would slip through, so they are checked here.
+        try:
+            if not x.is_neg() and x.dtype not in _torch_64_bit and x.is_contiguous() and 1 not in x.shape:
+                return (_jax_from_dlpack or _load_jax_from_dlpack())(x)
+        except Exception:
+            pass
+    x, kind = _prepared("to_jax", x, kind, _check_copy("to_jax", copy))
+    if kind == TORCH:
+        return paths.torch_to_jax(x, copy, device)
+    if kind == NUMPY:
+        return paths.numpy_to_jax(x, copy, device)
+    return _jax_to_jax(x, copy, device)
+
+
+def to_numpy(x, *, copy: bool | None = None):
+    """``x`` (NumPy, JAX or torch) as a NumPy array; see the module docstring for ``copy``.
+
+    A zero-copy view of a JAX array is read-only (JAX arrays are immutable); ``copy=True`` gives a
+    writable one. bfloat16 and float8 arrive as ml_dtypes arrays sharing the same bits.
+    """
+    kind = _KIND_BY_TYPE.get(type(x)) or _kind(x)
+    x, kind = _prepared("to_numpy", x, kind, _check_copy("to_numpy", copy))
+    if kind == TORCH:
+        return paths.torch_to_numpy(x, copy)
+    if kind == JAX:
+        return paths.jax_to_numpy(x, copy)
+    return np.array(x, copy=True, order="K") if copy else x
+
+
+def _load_jax_from_dlpack():
+    global _jax_from_dlpack
+    import jax.dlpack
+
+    _jax_from_dlpack = jax.dlpack.from_dlpack
+    return _jax_from_dlpack
+
+
+def _load_torch():
+    global _torch
+    import torch
+
+    _torch = torch
+    return torch
+
+
+def _torch_to_torch(x, copy, device):
+    torch = _torch or _load_torch()
+    if device is not None and not rules.same_torch_device(x.device, torch.device(device)):
+        if copy is False:
+            raise rules.refuse("to_torch(copy=False)", f"the tensor is on {x.device}, not {device}",
+                               "Pass copy=None to copy it there")
+        return rules.torch_moved("to_torch", x, device)
+    return x.clone() if copy else x  # clone keeps autograd: the copy's gradient flows back to x
+
+
+def _jax_to_jax(x, copy, device):
+    import jax
+    import jax.numpy as jnp
+
+    call = rules.call_name("to_jax", copy)
+    rules.check_jax_live(call, x)
+    target = rules.jax_device_of(device)
+    if target is not None:
+        wanted = target.device_set if isinstance(target, jax.sharding.Sharding) else {target}
+        if set(x.sharding.device_set) != set(wanted):
+            if copy is False:
+                raise rules.refuse(call, f"the array is on {x.sharding.device_set}, not {target}",
+                                   "Pass copy=None to copy it there")
+            return jax.device_put(x, target)
+    return jnp.array(x, copy=True) if copy else x
+
+
+# --------------------------------------------------------------------------------------- pytrees
+
+
+def tree_to_torch(tree, *, copy: bool | None = None, device=None):
+    """``to_torch`` on every array in nested dicts, lists and tuples; other leaves are kept as they are."""
+    return _tree_map("tree_to_torch", tree, lambda leaf: to_torch(leaf, copy=copy, device=device))
+
+
+def tree_to_jax(tree, *, copy: bool | None = None, device=None):
+    """``to_jax`` on every array in nested dicts, lists and tuples; other leaves are kept as they are."""
+    return _tree_map("tree_to_jax", tree, lambda leaf: to_jax(leaf, copy=copy, device=device))
+
+
+def tree_to_numpy(tree, *, copy: bool | None = None):
+    """``to_numpy`` on every array in nested dicts, lists and tuples; other leaves are kept as they are."""
+    return _tree_map("tree_to_numpy", tree, lambda leaf: to_numpy(leaf, copy=copy))
+
+
+def _tree_map(function: str, tree, convert, path: str = ""):
+    if isinstance(tree, dict):
+        items = {key: _tree_map(function, value, convert, f"{path}[{key!r}]") for key, value in tree.items()}
+        if type(tree) is dict:
+            return items
+        result = _copy.copy(tree)  # keeps the subclass and its attributes (a state_dict's _metadata)
+        result.update(items)
+        return result
+    if isinstance(tree, (list, tuple)):
+        items = [_tree_map(function, value, convert, f"{path}[{index}]") for index, value in enumerate(tree)]
+        if type(tree) in (list, tuple):
+            return type(tree)(items)
+        return type(tree)(*items) if hasattr(tree, "_fields") else type(tree)(items)
+    if _kind(tree) == _OTHER:
+        return tree
+    try:
+        return convert(tree)
+    except BridgeError as error:
+        raise BridgeError(f"{function}: at {path or 'the root'}: {error}") from None
