@@ -13,7 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 from einops import einsum, rearrange
 
-from xattn.errors import VariantUnsupportedError, XattnError
+from xattn.bridge import to_jax
+from xattn.errors import VariantUnsupportedError
 
 #: Key block length of the ``blocked`` variant (online softmax over key blocks).
 BLOCK = 128
@@ -29,25 +30,18 @@ VARIANTS = {
 _LOW_PRECISION = (jnp.bfloat16, jnp.float16)
 
 
-def _as_jax(array):
-    if isinstance(array, jax.Array):
-        return array
-    array = np.asarray(array)
-    if array.dtype in (np.float64, np.int64, np.complex128) and not jax.config.jax_enable_x64:
-        raise XattnError(
-            f"JAX would silently turn this {array.dtype} array into a 32-bit one: expected"
-            " jax_enable_x64 for 64-bit inputs; got it disabled. Run"
-            " jax.config.update('jax_enable_x64', True) first (or set JAX_ENABLE_X64=1)."
-        )
-    return jnp.asarray(array)
-
-
 def as_arrays(*arrays):
-    return tuple(_as_jax(a) for a in arrays)
+    """NumPy, JAX or torch arrays -> JAX arrays through the bridge: zero-copy where possible.
+
+    64-bit inputs without jax_enable_x64 raise a BridgeError naming the flag (JAX alone would
+    silently make them 32-bit).
+    """
+    return tuple(to_jax(a) for a in arrays)
 
 
 def as_lengths(key_lengths):
-    return jnp.asarray(np.asarray(key_lengths) if not isinstance(key_lengths, jax.Array) else key_lengths, jnp.int32)
+    lengths = key_lengths if isinstance(key_lengths, jax.Array) else np.asarray(key_lengths)
+    return jnp.asarray(lengths, jnp.int32)
 
 
 def _mask_BTS(B, T, S, causal, lengths_B):

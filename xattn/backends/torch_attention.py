@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from xattn.bridge import to_torch
 from xattn.errors import VariantUnsupportedError
 
 #: Key block length of the ``blocked`` variant (online softmax over key blocks).
@@ -37,43 +38,16 @@ VARIANTS = {
 
 _LOW_PRECISION = (torch.bfloat16, torch.float16)
 
-# NumPy dtypes from ml_dtypes that torch.from_numpy refuses; their bits travel through an
-# integer view of the same width, so values are bit-identical.
-_ML_DTYPES = {
-    "bfloat16": (np.uint16, torch.bfloat16),
-    "float8_e4m3fn": (np.uint8, torch.float8_e4m3fn),
-    "float8_e5m2": (np.uint8, torch.float8_e5m2),
-}
-
-
-def _as_torch(array):
-    if isinstance(array, torch.Tensor):
-        return array
-    array = np.asarray(array)
-    # from_numpy shares memory but refuses negative strides and warns on read-only buffers
-    # (np.asarray of a JAX array is one); an exact copy keeps values and dtype.
-    if not array.flags.writeable or any(stride < 0 for stride in array.strides):
-        array = array.copy()
-    special = _ML_DTYPES.get(array.dtype.name)
-    if special is not None:
-        bits_dtype, torch_dtype = special
-        return torch.from_numpy(array.view(bits_dtype)).view(torch_dtype)
-    try:
-        return torch.from_numpy(array)
-    except TypeError:
-        supported = ", ".join(("float16", "float32", "float64", *_ML_DTYPES, "integers", "bool", "complex"))
-        raise TypeError(
-            f"as_arrays: expected a dtype torch can hold ({supported}); got {array.dtype}. Cast it first."
-        ) from None
-
-
 def as_arrays(*arrays):
-    """NumPy arrays (bfloat16 from ml_dtypes included) or tensors -> tensors, same dtype and bits."""
-    return tuple(_as_torch(a) for a in arrays)
+    """NumPy, JAX or torch arrays -> tensors through the bridge: zero-copy where possible, same bits.
+
+    Tensors pass through untouched, so autograd keeps working on the caller's leaves.
+    """
+    return tuple(to_torch(a) for a in arrays)
 
 
 def as_lengths(key_lengths):
-    lengths = key_lengths if isinstance(key_lengths, torch.Tensor) else _as_torch(np.asarray(key_lengths))
+    lengths = key_lengths if isinstance(key_lengths, torch.Tensor) else to_torch(np.asarray(key_lengths))
     return lengths.to(torch.int64)
 
 
