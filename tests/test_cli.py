@@ -1,0 +1,138 @@
+"""The `xattn compare` and `xattn env` commands: output formats, exit codes, usage errors."""
+
+import json
+import subprocess
+import sys
+
+import jsonschema
+import pytest
+from click.testing import CliRunner
+
+import xattn.api
+from xattn.cli import main
+from xattn.schema import REPORT_SCHEMA
+
+from conftest import require_backend
+
+#: A tiny problem and no timed loop: these tests check behaviour, not speed.
+TINY = ["--batch", "1", "--q-len", "8", "--embed", "16", "--heads", "2", "--no-timing"]
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_compare_both_backends_prints_the_table_and_exits_0():
+    require_backend("jax")
+    require_backend("torch")
+    result = run("compare", "--backends", "jax,torch", "--variants", "einsum,sdpa", "--batch", "1", "--q-len", "8",
+                 "--embed", "16", "--heads", "2", "--min-time", "0", "--max-time", "0.005")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("xattn compare: B=1 T=8 S=8 E=16 H=2 G=2 D=8 float32")
+    assert all(len(line) <= 100 for line in lines)
+    assert sum(line.split()[:1] in (["jax"], ["torch"]) for line in lines) == 4
+    assert "jax/sdpa vs torch/sdpa" in result.output and "verdict: all 4 rows ok" in result.output
+
+
+def test_json_output_validates_against_the_documented_schema():
+    require_backend("jax")
+    require_backend("torch")
+    result = run("compare", "--backends", "jax,torch", "--variants", "einsum,blocked", "--format", "json",
+                 "--causal", "--dtype", "bfloat16", *TINY)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    jsonschema.validate(data, REPORT_SCHEMA)
+    assert data["exit_code"] == 0 and data["spec"]["dtype"] == "bfloat16" and data["spec"]["causal"] is True
+    assert {(r["backend"], r["variant"]) for r in data["results"]} == {
+        ("jax", "einsum"), ("jax", "blocked"), ("torch", "einsum"), ("torch", "blocked")}
+    assert data["results"][0]["median_s"] is None  # --no-timing
+    assert len(data["pairs"]) == 2
+
+
+def test_seed_shape_flag_and_overrides(tmp_path):
+    require_backend("jax")
+    out = tmp_path / "report.json"
+    result = run("compare", "--backends", "jax", "--variants", "einsum", "--seed-shape", "--batch", "1",
+                 "--q-len", "16", "--no-timing", "--format", "json", "--output", str(out))
+    assert result.exit_code == 0, result.output
+    spec = json.loads(out.read_text())["spec"]
+    assert (spec["batch"], spec["q_len"], spec["embed"], spec["heads"], spec["head_dim"]) == (1, 16, 128, 16, 8)
+
+
+@pytest.mark.parametrize("fmt, marker", [("markdown", "| backend"), ("csv", "backend,variant,quantity")])
+def test_other_formats(fmt, marker):
+    require_backend("jax")
+    result = run("compare", "--backends", "jax", "--variants", "packed", "--format", fmt, *TINY)
+    assert result.exit_code == 0, result.output
+    assert marker in result.output
+
+
+def test_exit_1_when_a_row_drifts(monkeypatch):
+    require_backend("jax")
+    real = xattn.api.build
+
+    class Doubled:
+        def __init__(self, fn):
+            self.fn = fn
+
+        def compile(self, *args):
+            return self
+
+        def __call__(self, *args):
+            return self.fn(*args) * 2
+
+    monkeypatch.setattr(xattn.api, "build", lambda backend, variant, **o: Doubled(real(backend, variant, **o)))
+    result = run("compare", "--backends", "jax", "--variants", "einsum", *TINY)
+    assert result.exit_code == 1
+    assert "drift" in result.output and "not ok: jax/einsum" in result.output
+
+
+def test_exit_1_and_a_visible_message_for_an_unsupported_variant():
+    require_backend("jax")
+    result = run("compare", "--backends", "jax", "--variants", "sdpa", "--dtype", "float16", *TINY)
+    assert result.exit_code == 1
+    assert "error" in result.output and "VariantUnsupportedError" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backends", "jax,mxnet"], "expected names from jax, torch; got mxnet"),
+    (["--backends", "jax", "--variants", "flash"], "expected names from einsum, packed, vmap, sdpa, blocked"),
+    (["--causal", "--kv-len", "16"], "impossible spec: causal: expected q_len == kv_len"),
+    (["--heads", "3"], "impossible spec: head_dim: expected embed divisible by heads"),
+    (["--kv-heads", "3"], "impossible spec: kv_heads: expected a divisor of heads"),
+    (["--key-lengths", "5,x"], "expected comma-separated integers"),
+    (["--key-lengths", "5,99"], "impossible spec: key_lengths: expected every length in [1, kv_len=8]"),
+    (["--batch", "0"], "impossible spec: batch: expected a positive integer"),
+    (["--min-time", "2", "--max-time", "1"], "expected at least --min-time"),
+    (["--dtype", "int8"], "'int8' is not one of"),
+    (["--device", "cuda", "--backends", "jax"], "expected a cuda device for jax"),
+])
+def test_usage_errors_exit_2_with_one_line_reason(args, message):
+    require_backend("jax")
+    base = ["compare", "--q-len", "8", "--no-timing"]
+    result = CliRunner().invoke(main, base + args)
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+
+
+def test_missing_framework_is_a_usage_error_naming_the_extra():
+    code = "import sys; sys.modules['torch'] = None; from xattn.cli import main; main(['compare', '--backends', 'torch'])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "pip install 'xattn[torch]'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_env_lists_versions_threads_and_numerics_flags():
+    require_backend("jax")
+    require_backend("torch")
+    result = run("env", "--format", "json")
+    assert result.exit_code == 0
+    env = json.loads(result.output)
+    assert set(env["versions"]) >= {"numpy", "jax", "jaxlib", "flax", "torch", "einops"}
+    assert env["numerics"]["jax"].keys() >= {"jax_default_matmul_precision", "jax_enable_x64"}
+    assert env["numerics"]["torch"].keys() >= {"float32_matmul_precision", "cuda.matmul.allow_tf32", "sdpa_enabled"}
+    assert env["threads"].keys() >= {"xla_cpu_intra_op", "torch_intra_op"}
+    table = run("env").output
+    assert "numerics: torch" in table and all(len(line) <= 100 for line in table.splitlines())

@@ -1,0 +1,207 @@
+"""xattn.compare: rows, verdicts, budgets, pairs, numerics settings, the JSON schema."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import jsonschema
+import pytest
+
+import xattn
+import xattn.api
+from xattn.errors import BackendUnavailableError
+from xattn.results import DRIFT, ERROR, OK
+from xattn.schema import REPORT_SCHEMA
+from xattn.spec import AttentionSpec
+
+from conftest import require_backend
+
+SMALL = AttentionSpec(batch=2, q_len=16, embed=32, heads=4)
+
+
+def both():
+    require_backend("jax")
+    require_backend("torch")
+
+
+def test_core_modules_import_no_framework():
+    code = """
+        import sys
+        import xattn.comparator, xattn.report, xattn.drift, xattn.timing, xattn.port, xattn.env
+        import xattn.results, xattn.frameworks, xattn.schema, xattn.testing, xattn.cli
+        print(",".join(m for m in ("jax", "torch", "flax", "jaxlib") if m in sys.modules))
+    """
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
+
+
+def test_every_variant_of_one_backend_is_a_row(backend):
+    report = xattn.compare(backends=[backend], spec=SMALL, timing=False)
+    assert [row.variant for row in report.results] == list(xattn.variants(backend))
+    for row in report.results:
+        assert row.verdict == OK, (row.label, row.error)
+        assert row.budget.method == "naive" and row.drift.max_abs_err <= row.budget.max_abs
+        assert row.quantity == "out" and row.dtype == "float32" and row.device == "cpu"
+        assert row.compile_s is not None and row.first_call_s is not None and row.timing is None
+    assert report.pairs == () and report.ok and report.exit_code == 0
+
+
+def test_two_backends_pair_the_same_variant():
+    both()
+    report = xattn.compare(backends="jax,torch", variants="einsum,sdpa", spec=SMALL, timing=False)
+    assert [row.label for row in report.results] == ["jax/einsum", "jax/sdpa", "torch/einsum", "torch/sdpa"]
+    assert [(p.a, p.b) for p in report.pairs] == [("jax/einsum", "torch/einsum"), ("jax/sdpa", "torch/sdpa")]
+    for pair in report.pairs:
+        assert pair.attribution == "rounding noise" and pair.over_budget == ()
+        assert pair.max_abs_diff <= pair.a_max_abs_err + pair.b_max_abs_err
+
+
+def test_timing_fields_and_gflops():
+    require_backend("jax")
+    report = xattn.compare(backends="jax", variants="einsum,packed", spec=SMALL, min_time=0.0, max_time=0.01,
+                           warmup=0.0)
+    for row in report.results:
+        assert row.timing.n >= 3 and row.timing.median_s > 0
+        assert row.gflops == pytest.approx(xattn.timing.attention_flops(SMALL) / row.timing.median_s / 1e9)
+        assert row.compile_s > 0
+
+
+class _Wrong:
+    """A variant that scales the right answer, or plants a NaN: a port bug the comparator must catch."""
+
+    def __init__(self, fn, mode):
+        self.fn, self.mode = fn, mode
+
+    def compile(self, *args):
+        return self
+
+    def __call__(self, *args):
+        out = self.fn(*args)
+        if self.mode == "nan":
+            return out.at[0, 0, 0].set(float("nan"))
+        return out * 1.001
+
+
+@pytest.mark.parametrize("mode", ["scale", "nan"])
+def test_a_wrong_variant_is_drift_and_its_pair_names_it(monkeypatch, mode):
+    both()
+    real = xattn.api.build
+
+    def build(backend, variant, **options):
+        fn = real(backend, variant, **options)
+        return _Wrong(fn, mode) if (backend, variant) == ("jax", "packed") else fn
+
+    monkeypatch.setattr(xattn.api, "build", build)
+    report = xattn.compare(backends="jax,torch", variants="einsum,packed", spec=SMALL, timing=False)
+    verdicts = {row.label: row.verdict for row in report.results}
+    assert verdicts == {"jax/einsum": OK, "jax/packed": DRIFT, "torch/einsum": OK, "torch/packed": OK}
+    pair = next(p for p in report.pairs if p.a == "jax/packed")
+    assert pair.over_budget == ("jax/packed",) and pair.attribution == "jax/packed over budget"
+    if mode == "nan":
+        assert report.row("jax", "packed").drift.nonfinite_mismatches == 1
+    assert report.exit_code == 1
+
+
+def test_an_unsupported_variant_is_an_error_row_with_its_message():
+    both()
+    report = xattn.compare(backends="jax,torch", variants="sdpa,einsum", spec=SMALL.replace(dtype="float16"),
+                           timing=False)
+    row = report.row("jax", "sdpa")
+    assert row.verdict == ERROR and row.error_type == "VariantUnsupportedError"
+    assert "float16" in row.error and row.drift is None
+    assert report.row("torch", "sdpa").verdict == OK and report.row("jax", "einsum").verdict == OK
+    pair = next(p for p in report.pairs if p.a == "jax/sdpa")
+    assert pair.attribution.startswith("n/a") and pair.max_abs_diff is None
+    assert report.exit_code == 1
+    assert "VariantUnsupportedError" in str(report)
+
+
+def test_float64_runs_jax_in_float64_and_restores_x64():
+    jax = require_backend("jax").jax
+    before = jax.config.jax_enable_x64
+    report = xattn.compare(backends="jax", variants="einsum", spec=SMALL.replace(dtype="float64"), timing=False)
+    row = report.results[0]
+    assert row.verdict == OK and row.drift.max_abs_err < 1e-12  # float32 would be ~1e-7
+    assert report.settings["jax_enable_x64_set_by_xattn"] is (not before)
+    assert ("jax_enable_x64 was turned on by xattn" in str(report)) is (not before)
+    assert report.env["numerics"]["jax"]["jax_enable_x64"] is True
+    assert jax.config.jax_enable_x64 == before
+
+
+def test_matmul_precision_applies_to_both_and_is_restored():
+    both()
+    import jax
+    import torch
+
+    before = (jax.config.jax_default_matmul_precision, torch.get_float32_matmul_precision())
+    report = xattn.compare(backends="jax,torch", variants="einsum", spec=SMALL, timing=False, matmul_precision="high")
+    assert report.env["numerics"]["jax"]["jax_default_matmul_precision"] == "high"
+    assert report.env["numerics"]["torch"]["float32_matmul_precision"] == "high"
+    assert (jax.config.jax_default_matmul_precision, torch.get_float32_matmul_precision()) == before
+    assert report.settings["threads"]["jax"] == report.settings["threads"]["torch"]
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ({"backends": "jax,mxnet"}, "backends: expected names from jax, torch; got mxnet"),
+    ({"backends": "jax", "variants": "einsum,flash"}, "variants: expected names from einsum, packed"),
+    ({"backends": "jax", "variants": "compiled"}, "got compiled"),
+    ({"backends": "jax", "device": "tpu"}, "device: expected one of cpu, cuda, auto"),
+    ({"backends": "jax", "matmul_precision": "low"}, "matmul_precision: expected one of highest, high, default"),
+    ({"backends": "jax", "threads": 0}, "threads: expected a positive integer"),
+])
+def test_bad_arguments_are_value_errors_naming_the_valid_ones(arguments, message):
+    require_backend("jax")
+    with pytest.raises(ValueError, match=message):
+        xattn.compare(spec=SMALL, timing=False, **arguments)
+
+
+def test_compiled_runs_only_where_it_exists():
+    both()
+    from xattn.comparator import resolve_variants
+
+    assert resolve_variants(("jax", "torch"), "einsum,compiled") == (
+        ("jax", "einsum"), ("torch", "einsum"), ("torch", "compiled"))
+
+
+def test_missing_framework_names_the_extra():
+    code = """
+        import sys
+        sys.modules["torch"] = None
+        import xattn
+        try:
+            xattn.compare(backends="torch", timing=False)
+        except xattn.BackendUnavailableError as error:
+            print(error)
+    """
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "pip install 'xattn[torch]'" in result.stdout
+    assert issubclass(BackendUnavailableError, ImportError)
+
+
+def test_json_follows_the_schema_and_the_table_fits_100_columns():
+    both()
+    report = xattn.compare(backends="jax,torch", variants="einsum,blocked", spec=SMALL.replace(causal=True),
+                           min_time=0.0, max_time=0.005, warmup=0.0)
+    data = json.loads(report.to_json())
+    jsonschema.validate(data, REPORT_SCHEMA)
+    assert [r["verdict"] for r in data["results"]] == ["ok"] * 4
+    assert data["spec"]["causal"] is True and data["pairs"][0]["attribution"] == "rounding noise"
+    table = str(report)
+    assert all(len(line) <= 100 for line in table.splitlines()), table
+    for header in ("max err", "rel L2", "ULP", "budget", "median", "IQR", "compile", "GFLOP/s"):
+        assert header in table
+    assert report.render("markdown").count("|") > 20
+    csv_lines = report.render("csv").splitlines()
+    assert csv_lines[0].startswith("backend,variant,quantity,dtype") and len(csv_lines) == 5
+
+
+def test_the_schema_rejects_a_broken_report():
+    require_backend("jax")
+    data = xattn.compare(backends="jax", variants="einsum", spec=SMALL, timing=False).to_dict()
+    jsonschema.validate(json.loads(json.dumps(data)), REPORT_SCHEMA)
+    del data["results"][0]["max_ulp"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(data, REPORT_SCHEMA)

@@ -1,0 +1,217 @@
+"""What the comparator needs from each framework beyond its attention code, one small class each.
+
+Placing inputs on a device (through :mod:`xattn.bridge`), waiting for results, thread counts, and
+the numerics switches (matmul precision, x64) set for a run and restored after it. Each class
+imports its framework in ``__init__``; importing this module imports none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import warnings
+
+from xattn import _compat
+
+#: --matmul-precision choices; ``default`` leaves each framework's own setting untouched.
+MATMUL_PRECISIONS = ("highest", "high", "default")
+#: --device choices; ``auto`` is cuda when every selected framework sees one, else cpu.
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def cpu_threads_available() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def request_xla_threads(threads: int) -> bool:
+    """Ask XLA's CPU client for ``threads`` intra-op threads; True if the request can take effect.
+
+    XLA reads XLA_FLAGS once, when JAX starts, and offers one switch: ``--xla_cpu_multi_thread_eigen=false``
+    (one thread). So only ``threads == 1`` before JAX is imported can be honoured; otherwise XLA
+    keeps a thread per available core and the run records the mismatch.
+    """
+    import sys
+
+    if "jax" in sys.modules or threads != 1:
+        return False
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "--xla_cpu_multi_thread_eigen" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
+    return True
+
+
+class JaxSide:
+    """JAX: arrays via the bridge, ``block_until_ready``, XLA's thread pool, jax.config flags."""
+
+    name = "jax"
+
+    def __init__(self):
+        import jax
+
+        self.jax = jax
+
+    def has_cuda(self) -> bool:
+        try:
+            return bool(self.jax.devices("gpu"))
+        except RuntimeError:
+            return False
+
+    def device(self, kind: str):
+        """The ``jax.Device`` for ``"cpu"`` or ``"cuda"``; ValueError naming what JAX sees otherwise."""
+        platform = "gpu" if kind == "cuda" else kind
+        try:
+            return self.jax.devices(platform)[0]
+        except RuntimeError:
+            seen = ", ".join(str(d) for d in self.jax.devices())
+            raise ValueError(
+                f"device: expected a {kind} device for jax; got only {seen}. Install jax[cuda12] or use --device cpu"
+            ) from None
+
+    def put(self, arrays, device):
+        from xattn.bridge import to_jax
+
+        return tuple(None if a is None else to_jax(a, device=device) for a in arrays)
+
+    def sync(self, outputs) -> None:
+        self.jax.block_until_ready(outputs)
+
+    def intra_op_threads(self) -> int:
+        """Threads XLA's CPU client computes with: fixed when JAX starts, from XLA_FLAGS or the cores."""
+        if re.search(r"--xla_cpu_multi_thread_eigen=(false|0)", os.environ.get("XLA_FLAGS", "")):
+            return 1
+        return cpu_threads_available()
+
+    def threads(self) -> dict:
+        return {"xla_cpu_intra_op": self.intra_op_threads()}
+
+    def numerics(self) -> dict:
+        config = self.jax.config
+        return {
+            "jax_default_matmul_precision": config.jax_default_matmul_precision,
+            "jax_enable_x64": _compat.jax_x64_enabled(),
+            "jax_default_backend": self.jax.default_backend(),
+        }
+
+    def devices(self) -> list[str]:
+        return [f"{d.platform}:{d.id} {getattr(d, 'device_kind', '')}".strip() for d in self.jax.devices()]
+
+    @contextlib.contextmanager
+    def settings(self, *, matmul_precision: str, x64: bool):
+        """jax_default_matmul_precision and jax_enable_x64 for the block, restored after."""
+        config = self.jax.config
+        before = config.jax_default_matmul_precision
+        with contextlib.ExitStack() as stack:
+            if x64 and not _compat.jax_x64_enabled():
+                stack.enter_context(_compat.jax_x64(True))
+            if matmul_precision != "default":
+                config.update("jax_default_matmul_precision", matmul_precision)
+                stack.callback(config.update, "jax_default_matmul_precision", before)
+            yield
+
+
+class TorchSide:
+    """torch: tensors via the bridge, ``torch.cuda.synchronize``, intra-op threads, matmul precision."""
+
+    name = "torch"
+
+    def __init__(self):
+        import torch
+
+        self.torch = torch
+
+    def has_cuda(self) -> bool:
+        return bool(self.torch.cuda.is_available())
+
+    def device(self, kind: str):
+        if kind == "cuda" and not self.has_cuda():
+            raise ValueError(
+                f"device: expected a cuda device for torch; got torch.cuda.is_available() False"
+                f" (torch {self.torch.__version__}). Install a CUDA build of torch or use --device cpu"
+            )
+        return self.torch.device(kind)
+
+    def put(self, arrays, device):
+        from xattn.bridge import to_torch
+
+        return tuple(None if a is None else to_torch(a, device=device) for a in arrays)
+
+    def sync(self, outputs) -> None:
+        if self.torch.cuda.is_available() and self.torch.cuda.is_initialized():
+            self.torch.cuda.synchronize()
+
+    def threads(self) -> dict:
+        return {
+            "torch_intra_op": self.torch.get_num_threads(),
+            "torch_inter_op": self.torch.get_num_interop_threads(),
+        }
+
+    def numerics(self) -> dict:
+        torch = self.torch
+        cuda = torch.backends.cuda
+        with warnings.catch_warnings():  # allow_tf32 reads are deprecated in favour of fp32_precision
+            warnings.simplefilter("ignore")
+            flags = {
+                "float32_matmul_precision": torch.get_float32_matmul_precision(),
+                "cuda.matmul.allow_tf32": bool(cuda.matmul.allow_tf32),
+                "cudnn.allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+                "cuda.matmul.allow_fp16_reduced_precision_reduction": bool(
+                    cuda.matmul.allow_fp16_reduced_precision_reduction
+                ),
+                "cuda.matmul.allow_bf16_reduced_precision_reduction": bool(
+                    cuda.matmul.allow_bf16_reduced_precision_reduction
+                ),
+            }
+        flags["sdpa_enabled"] = {
+            name: bool(getattr(cuda, f"{name}_sdp_enabled")())
+            for name in ("flash", "mem_efficient", "math", "cudnn")
+            if hasattr(cuda, f"{name}_sdp_enabled")
+        }
+        flags["deterministic_algorithms"] = bool(torch.are_deterministic_algorithms_enabled())
+        return flags
+
+    def devices(self) -> list[str]:
+        names = ["cpu"]
+        if self.has_cuda():
+            names += [f"cuda:{i} {self.torch.cuda.get_device_name(i)}" for i in range(self.torch.cuda.device_count())]
+        return names
+
+    def sdpa_kernel(self, q_BHTD, k_BHSD, v_BHSD, mask=None, causal=False) -> str | None:
+        """The fused kernel torch's SDPA dispatcher picks for these tensors (a private query; None if gone)."""
+        try:
+            from torch.nn.attention import SDPBackend
+
+            choice = self.torch._fused_sdp_choice(q_BHTD, k_BHSD, v_BHSD, mask, 0.0, causal)
+            return SDPBackend(choice).name.lower()
+        except Exception:  # torch._fused_sdp_choice is private: report nothing rather than fail
+            return None
+
+    @contextlib.contextmanager
+    def settings(self, *, matmul_precision: str, threads: int | None = None):
+        """float32 matmul precision and intra-op threads for the block, restored after."""
+        torch = self.torch
+        precision_before, threads_before = torch.get_float32_matmul_precision(), torch.get_num_threads()
+        try:
+            if matmul_precision != "default":
+                torch.set_float32_matmul_precision(matmul_precision)
+            if threads is not None and threads != threads_before:
+                torch.set_num_threads(threads)
+            yield
+        finally:
+            torch.set_float32_matmul_precision(precision_before)
+            if torch.get_num_threads() != threads_before:
+                torch.set_num_threads(threads_before)
+
+
+_SIDES = {"jax": JaxSide, "torch": TorchSide}
+_made: dict[str, object] = {}
+
+
+def side(name: str):
+    """The adapter of backend ``name`` (its framework must already import: see xattn.registry)."""
+    if name not in _made:
+        _made[name] = _SIDES[name]()
+    return _made[name]

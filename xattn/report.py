@@ -1,0 +1,311 @@
+"""All rendering: reports as a table, Markdown, CSV or JSON; the environment block; port checks.
+
+Takes the frozen dataclasses of :mod:`xattn.results` and :mod:`xattn.port`; computes nothing.
+The JSON layout is documented in ``docs/comparator.md`` and pinned by :data:`xattn.schema.REPORT_SCHEMA`.
+The table is meant to read at 100 columns.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import textwrap
+
+import tabulate as _tabulate_module
+
+from xattn.schema import SCHEMA_ID
+from xattn.timing import NOISE_THRESHOLD
+
+FORMATS = ("table", "json", "markdown", "csv")
+WIDTH = 100
+
+
+def tabulate(rows, headers, **options) -> str:
+    """tabulate without its 2-space pad around headers (columns stay 2 spaces apart), to fit 100 columns."""
+    padding = _tabulate_module.MIN_PADDING
+    _tabulate_module.MIN_PADDING = 0
+    try:
+        return _tabulate_module.tabulate(rows, headers, disable_numparse=True, **options)
+    finally:
+        _tabulate_module.MIN_PADDING = padding
+
+
+# ------------------------------------------------------------------------------------- numbers
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _sci(value) -> str:
+    if value is None:
+        return "-"
+    if value == 0:
+        return "0"
+    return f"{value:.1e}"
+
+
+def _count(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.0f}" if value < 1e5 else f"{value:.1e}"
+
+
+def duration(seconds) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.3g} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.3g} ms"
+    return f"{seconds:.3g} s"
+
+
+# ---------------------------------------------------------------------------------------- JSON
+
+
+def row_dict(row) -> dict:
+    """One result row as the JSON schema's ``results[]`` object (every key always present)."""
+    drift, budget, timing = row.drift, row.budget, row.timing
+    return {
+        "backend": row.backend,
+        "variant": row.variant,
+        "quantity": row.quantity,
+        "dtype": row.dtype,
+        "device": row.device,
+        "verdict": row.verdict,
+        "error": row.error,
+        "error_type": row.error_type,
+        "max_abs_err": _finite(drift.max_abs_err) if drift else None,
+        "mean_abs_err": _finite(drift.mean_abs_err) if drift else None,
+        "rel_l2_err": _finite(drift.rel_l2_err) if drift else None,
+        "max_ulp": _finite(drift.max_ulp) if drift else None,
+        "dissimilarity": _finite(drift.dissimilarity) if drift else None,
+        "nonfinite_mismatches": drift.nonfinite_mismatches if drift else None,
+        "budget": _finite(budget.max_abs) if budget else None,
+        "budget_method": budget.method if budget else None,
+        "naive_max_abs_err": _finite(budget.naive_max_abs_err) if budget else None,
+        "rounding_step": _finite(budget.rounding_step) if budget else None,
+        "median_s": timing.median_s if timing else None,
+        "iqr_s": timing.iqr_s if timing else None,
+        "min_s": timing.min_s if timing else None,
+        "n": timing.n if timing else None,
+        "number": timing.number if timing else None,
+        "noisy": timing.noisy if timing else None,
+        "compile_s": row.compile_s,
+        "first_call_s": row.first_call_s,
+        "gflops": _finite(row.gflops),
+        "notes": list(row.notes),
+    }
+
+
+def pair_dict(pair) -> dict:
+    data = dataclasses.asdict(pair)
+    data["over_budget"] = list(pair.over_budget)
+    return {key: _finite(value) for key, value in data.items()}
+
+
+def report_dict(report) -> dict:
+    from xattn._version import __version__
+
+    spec = dataclasses.asdict(report.spec)
+    spec["key_lengths"] = None if report.spec.key_lengths is None else list(report.spec.key_lengths)
+    return {
+        "schema": SCHEMA_ID,
+        "xattn_version": __version__,
+        "ok": report.ok,
+        "exit_code": report.exit_code,
+        "env": report.env,
+        "spec": spec,
+        "settings": dict(report.settings),
+        "results": [row_dict(row) for row in report.results],
+        "pairs": [pair_dict(pair) for pair in report.pairs],
+    }
+
+
+# -------------------------------------------------------------------------------------- tables
+
+
+def _spec_line(report) -> str:
+    s = report.spec
+    shape = f"B={s.batch} T={s.q_len} S={s.kv_len} E={s.embed} H={s.heads} G={s.kv_heads} D={s.head_dim}"
+    mask = ", causal" if s.causal else ""
+    mask += f", key_lengths={list(s.key_lengths)}" if s.key_lengths is not None else ""
+    threads = ", ".join(f"{k} {v}" for k, v in report.settings.get("threads", {}).items())
+    return (
+        f"xattn compare: {shape} {s.dtype}{mask}\n"
+        f"device {report.settings.get('device')}; matmul precision {report.settings.get('matmul_precision')};"
+        f" threads {threads or '-'}"
+    )
+
+
+RESULT_HEADERS = ("backend", "variant", "verdict", "max err", "rel L2", "ULP", "budget", "median", "IQR",
+                  "compile", "GFLOP/s")
+
+
+def _result_cells(row) -> list:
+    drift, timing = row.drift, row.timing
+    iqr = "-"
+    if timing is not None:
+        iqr = f"±{timing.spread * 100:.0f}%" + ("!" if timing.noisy else "")
+    name = row.variant if row.quantity == "out" else f"{row.variant}:{row.quantity}"
+    return [
+        row.backend,
+        name,
+        row.verdict,
+        _sci(drift.max_abs_err) if drift else "-",
+        _sci(drift.rel_l2_err) if drift else "-",
+        _count(drift.max_ulp) if drift else "-",
+        _sci(row.budget.max_abs) if row.budget and row.budget.max_abs is not None else "-",
+        duration(timing.median_s) if timing else "-",
+        iqr,
+        duration(row.compile_s),
+        f"{row.gflops:.3g}" if row.gflops is not None else "-",
+    ]
+
+
+PAIR_HEADERS = ("pair", "max diff", "err a", "err b", "budget", "attribution")
+
+
+def _pair_cells(pair) -> list:
+    return [
+        f"{pair.a} vs {pair.b}" + ("" if pair.quantity == "out" else f" ({pair.quantity})"),
+        _sci(pair.max_abs_diff),
+        _sci(pair.a_max_abs_err),
+        _sci(pair.b_max_abs_err),
+        _sci(pair.budget),
+        pair.attribution,
+    ]
+
+
+def _wrap(prefix: str, text: str) -> str:
+    return textwrap.fill(text, WIDTH, initial_indent=prefix, subsequent_indent=" " * 4)
+
+
+def _render_tabular(report, tablefmt: str) -> str:
+    header = _spec_line(report)
+    if tablefmt == "github":
+        header = "\n".join(f"**{line}**  " for line in header.splitlines())
+    parts = [header, ""]
+    parts.append(tabulate([_result_cells(r) for r in report.results], RESULT_HEADERS, tablefmt=tablefmt))
+    if report.pairs:
+        parts += ["", tabulate([_pair_cells(p) for p in report.pairs], PAIR_HEADERS, tablefmt=tablefmt)]
+    notes = []
+    for row in report.results:
+        if row.error:
+            notes.append(_wrap(f"{row.label}: {row.error_type}: ", row.error))
+        timing_warnings = row.timing.warnings if row.timing is not None else ()
+        notes += [_wrap(f"{row.label}: ", note) for note in row.notes if note not in timing_warnings]
+    if report.settings.get("jax_enable_x64_set_by_xattn"):
+        notes.append("jax: jax_enable_x64 was turned on by xattn for this float64 run, and restored after")
+    if not report.settings.get("threads_equal", True):
+        notes.append(_wrap("threads: ", f"not equal ({report.settings['threads']}): XLA's count is fixed when JAX"
+                                         " starts; pass --threads before anything imports JAX"))
+    budget = next((r.budget for r in report.results if r.budget is not None), None)
+    if budget is not None:
+        notes.append(_wrap("budget: ", f"max err <= {budget.describe()} ({budget.dtype}); see docs/comparator.md"))
+    noisy = [f"{r.label} {r.timing.spread:.2f}" for r in report.results if r.timing is not None and r.timing.noisy]
+    if noisy:
+        notes.append(_wrap("! noisy: ", f"IQR/median >= {NOISE_THRESHOLD} when the time cap"
+                                        f" ({report.settings.get('max_time_s')} s) was reached: {', '.join(noisy)}."
+                                        " Raise --max-time or quiet the machine"))
+    bad = [r.label + ("" if r.quantity == "out" else f" ({r.quantity})") for r in report.results if not r.ok]
+    notes.append(f"verdict: {'all ' + str(len(report.results)) + ' rows ok' if not bad else 'not ok: ' + ', '.join(bad)}")
+    if tablefmt == "github":
+        notes = [f"- {line}" for line in notes]
+    return "\n".join(parts + [""] + notes) + "\n"
+
+
+def _render_csv(report) -> str:
+    rows = [row_dict(r) for r in report.results]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["backend"], lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        row["notes"] = "; ".join(row["notes"])
+        writer.writerow(row)
+    return buffer.getvalue()
+
+
+def render(report, format: str = "table", *, indent: int | None = 2) -> str:
+    """``report`` as text in one of :data:`FORMATS`."""
+    if format == "json":
+        return json.dumps(report_dict(report), indent=indent, allow_nan=False) + "\n"
+    if format == "table":
+        return _render_tabular(report, "simple")
+    if format == "markdown":
+        return _render_tabular(report, "github")
+    if format == "csv":
+        return _render_csv(report)
+    raise ValueError(f"format: expected one of {', '.join(FORMATS)}; got {format!r}")
+
+
+# --------------------------------------------------------------------------------- environment
+
+
+def _flatten(data, prefix: str = ""):
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{name}.")
+        elif isinstance(value, list):
+            yield name, ", ".join(str(v) for v in value) or "-"
+        else:
+            yield name, "-" if value is None else str(value)
+
+
+def render_env(env: dict, format: str = "table") -> str:
+    """The environment block: JSON as it is; otherwise one small key/value table per section."""
+    if format == "json":
+        return json.dumps(env, indent=2) + "\n"
+    if format not in FORMATS:
+        raise ValueError(f"format: expected one of {', '.join(FORMATS)}; got {format!r}")
+    if format == "csv":
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerows([("key", "value"), *_flatten(env)])
+        return buffer.getvalue()
+    tablefmt = "github" if format == "markdown" else "simple"
+    general = [(key, str(value)) for key, value in env.items() if not isinstance(value, dict)]
+    sections = [("xattn env", general)]
+    for key, value in env.items():
+        if isinstance(value, dict):
+            if key == "numerics":
+                sections += [(f"numerics: {name}", list(_flatten(flags))) for name, flags in value.items()]
+            else:
+                sections.append((key, list(_flatten(value))))
+    parts = []
+    for title, rows in sections:
+        if rows:
+            heading = f"## {title}" if format == "markdown" else f"{title}"
+            parts.append(heading + "\n" + tabulate(rows, ("key", "value"), tablefmt=tablefmt))
+    return "\n\n".join(parts) + "\n"
+
+
+# ---------------------------------------------------------------------------------- port checks
+
+PORT_HEADERS = ("function", "output", "verdict", "max err", "budget", "rel L2", "ULP", "1-cos", "non-finite")
+
+
+def render_drift_report(report) -> str:
+    """A :class:`xattn.port.DriftReport` as its table."""
+    lines = [f"xattn check_port: {report.names[0]} vs {report.names[1]} ({report.dtype}; {report.basis})", ""]
+    cells, budgets = [], {}
+    for side in report.sides:
+        m, budget = side.drift, side.budget
+        budgets.setdefault(side.output, budget)
+        cells.append([side.name, side.output, side.verdict, _sci(m.max_abs_err),
+                      _sci(budget.max_abs) if budget.max_abs is not None else "rtol/atol", _sci(m.rel_l2_err),
+                      _count(m.max_ulp), _sci(m.dissimilarity), str(m.nonfinite_mismatches)])
+    lines += [tabulate(cells, PORT_HEADERS), ""]
+    for output, budget in budgets.items():
+        lines.append(_wrap(f"budget {output}: ", f"{budget.describe()} ({budget.dtype})"))
+    for pair in report.pairs:
+        lines.append(_wrap(f"{pair.output}: ", f"max diff |a-b| {_sci(pair.max_abs_diff)}, rel L2 {_sci(pair.rel_l2_diff)};"
+                                               f" {pair.attribution}"))
+    lines.append(f"verdict: {'ok' if report.ok else 'NOT OK'}")
+    return "\n".join(lines) + "\n"

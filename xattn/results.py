@@ -1,0 +1,110 @@
+"""The comparator's results: frozen dataclasses, rendered only by :mod:`xattn.report`.
+
+A :class:`Row` is one (backend, variant, quantity): ``quantity`` is ``"out"`` (the attention
+output) today; gradient rows will add one row per differentiated input (``"grad/x"``,
+``"grad/wq"``, ...) with the same drift fields and their own timing, so neither the rows nor the
+JSON schema change shape when they arrive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from xattn.drift import Budget, DriftMetrics
+from xattn.spec import AttentionSpec
+from xattn.timing import Measurement
+
+OK, DRIFT, ERROR = "ok", "drift", "error"
+VERDICTS = (OK, DRIFT, ERROR)
+#: The quantity of a forward row; gradient rows will be named "grad/<input>".
+OUTPUT = "out"
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One (backend, variant, quantity): drift against the oracle, verdict, and timing."""
+
+    backend: str
+    variant: str
+    dtype: str
+    device: str
+    verdict: str
+    quantity: str = OUTPUT
+    drift: DriftMetrics | None = None
+    budget: Budget | None = None
+    timing: Measurement | None = None
+    compile_s: float | None = None
+    first_call_s: float | None = None
+    gflops: float | None = None
+    error: str | None = None
+    error_type: str | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend}/{self.variant}"
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict == OK
+
+
+@dataclasses.dataclass(frozen=True)
+class Pair:
+    """Two rows' outputs side by side: their difference beside each one's error against the oracle."""
+
+    a: str
+    b: str
+    quantity: str
+    max_abs_diff: float | None
+    rel_l2_diff: float | None
+    a_max_abs_err: float | None
+    b_max_abs_err: float | None
+    budget: float | None
+    over_budget: tuple[str, ...]
+    attribution: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """Everything one comparison found. ``str(report)`` is the table; see :mod:`xattn.report`."""
+
+    env: Mapping[str, Any]
+    spec: AttentionSpec
+    settings: Mapping[str, Any]
+    results: tuple[Row, ...]
+    pairs: tuple[Pair, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(row.ok for row in self.results)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every row is ok; 1 when any row drifted or errored."""
+        return 0 if self.ok else 1
+
+    def row(self, backend: str, variant: str, quantity: str = OUTPUT) -> Row:
+        for row in self.results:
+            if (row.backend, row.variant, row.quantity) == (backend, variant, quantity):
+                return row
+        raise KeyError(f"no row for {backend}/{variant} ({quantity}); rows: {[r.label for r in self.results]}")
+
+    def to_dict(self) -> dict:
+        from xattn.report import report_dict
+
+        return report_dict(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        from xattn.report import render
+
+        return render(self, "json", indent=indent)
+
+    def render(self, format: str = "table") -> str:
+        from xattn.report import render
+
+        return render(self, format)
+
+    def __str__(self) -> str:
+        return self.render("table")

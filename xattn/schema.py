@@ -1,0 +1,118 @@
+"""The JSON Schema (draft 2020-12) of ``xattn compare --format json``, documented in docs/comparator.md.
+
+Stable within a ``schema`` id: fields may be added, none renamed or removed. Every key listed in
+``required`` is always present; metrics that do not apply (an errored row, no timing) are ``null``.
+Non-finite floats are written as ``null`` so the output is strict JSON.
+"""
+
+SCHEMA_ID = "xattn.compare/1"
+
+_number = {"type": ["number", "null"]}
+_integer = {"type": ["integer", "null"]}
+_string = {"type": ["string", "null"]}
+
+RESULT_SCHEMA = {
+    "type": "object",
+    "required": [
+        "backend", "variant", "quantity", "dtype", "device", "verdict", "error", "error_type",
+        "max_abs_err", "mean_abs_err", "rel_l2_err", "max_ulp", "dissimilarity", "nonfinite_mismatches",
+        "budget", "budget_method", "naive_max_abs_err", "rounding_step",
+        "median_s", "iqr_s", "min_s", "n", "number", "noisy", "compile_s", "first_call_s", "gflops", "notes",
+    ],
+    "properties": {
+        "backend": {"type": "string"},
+        "variant": {"type": "string"},
+        "quantity": {"type": "string", "pattern": "^(out|grad/.+)$"},
+        "dtype": {"enum": ["float32", "float16", "bfloat16", "float64"]},
+        "device": {"type": "string"},
+        "verdict": {"enum": ["ok", "drift", "error"]},
+        "error": _string,
+        "error_type": _string,
+        "max_abs_err": _number,
+        "mean_abs_err": _number,
+        "rel_l2_err": _number,
+        "max_ulp": _number,
+        "dissimilarity": _number,
+        "nonfinite_mismatches": _integer,
+        "budget": _number,
+        "budget_method": {"enum": ["naive", "tolerance", None]},
+        "naive_max_abs_err": _number,
+        "rounding_step": _number,
+        "median_s": _number,
+        "iqr_s": _number,
+        "min_s": _number,
+        "n": _integer,
+        "number": _integer,
+        "noisy": {"type": ["boolean", "null"]},
+        "compile_s": _number,
+        "first_call_s": _number,
+        "gflops": _number,
+        "notes": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+PAIR_SCHEMA = {
+    "type": "object",
+    "required": ["a", "b", "quantity", "max_abs_diff", "rel_l2_diff", "a_max_abs_err", "b_max_abs_err", "budget",
+                 "over_budget", "attribution"],
+    "properties": {
+        "a": {"type": "string"},
+        "b": {"type": "string"},
+        "quantity": {"type": "string"},
+        "max_abs_diff": _number,
+        "rel_l2_diff": _number,
+        "a_max_abs_err": _number,
+        "b_max_abs_err": _number,
+        "budget": _number,
+        "over_budget": {"type": "array", "items": {"type": "string"}},
+        "attribution": {"type": "string"},
+    },
+}
+
+SPEC_SCHEMA = {
+    "type": "object",
+    "required": ["batch", "q_len", "kv_len", "embed", "heads", "kv_heads", "head_dim", "causal", "key_lengths",
+                 "scale", "dtype", "seed"],
+    "properties": {
+        **{name: {"type": "integer", "minimum": 1}
+           for name in ("batch", "q_len", "kv_len", "embed", "heads", "kv_heads", "head_dim")},
+        "causal": {"type": "boolean"},
+        "key_lengths": {"type": ["array", "null"], "items": {"type": "integer", "minimum": 1}},
+        "scale": _number,
+        "dtype": {"enum": ["float32", "float16", "bfloat16", "float64"]},
+        "seed": {"type": "integer", "minimum": 0},
+    },
+}
+
+ENV_SCHEMA = {
+    "type": "object",
+    "required": ["xattn", "python", "platform", "versions", "cpu", "devices", "threads", "numerics"],
+    "properties": {
+        "versions": {"type": "object", "additionalProperties": _string},
+        "threads": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "numerics": {"type": "object"},
+        "devices": {"type": "object"},
+    },
+}
+
+REPORT_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": SCHEMA_ID,
+    "title": "xattn compare report",
+    "type": "object",
+    "required": ["schema", "xattn_version", "ok", "exit_code", "env", "spec", "settings", "results", "pairs"],
+    "properties": {
+        "schema": {"const": SCHEMA_ID},
+        "xattn_version": {"type": "string"},
+        "ok": {"type": "boolean"},
+        "exit_code": {"enum": [0, 1]},
+        "env": ENV_SCHEMA,
+        "spec": SPEC_SCHEMA,
+        "settings": {
+            "type": "object",
+            "required": ["backends", "variants", "device", "matmul_precision", "min_time_s", "max_time_s", "threads"],
+        },
+        "results": {"type": "array", "items": RESULT_SCHEMA},
+        "pairs": {"type": "array", "items": PAIR_SCHEMA},
+    },
+}

@@ -1,0 +1,199 @@
+"""A fair timer: one clock for every framework, blocks that end in a sync, adaptive repeats, interleaving.
+
+A *sample* is one block of ``number`` calls timed with ``time.perf_counter`` and closed by the
+framework's sync (``jax.block_until_ready``, ``torch.cuda.synchronize``), so it measures work, not
+dispatch. Candidates are measured round by round, each taking one block per round (forwards, then
+backwards, so no candidate always follows the same one), so a change in the machine's load hits
+them all alike. A candidate leaves the rotation once its samples have converged
+(IQR/median < :data:`NOISE_THRESHOLD` with at least :data:`MIN_SAMPLES` and ``min_time`` spent)
+or ``max_time`` of measured time is spent; one stopped by the cap while still spread is *noisy*,
+and says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+
+#: IQR/median at or above which a measurement is flagged noisy.
+NOISE_THRESHOLD = 0.1
+#: Samples a candidate needs before it may converge.
+MIN_SAMPLES = 5
+#: Samples every candidate gets, whatever the time cap (an IQR needs a few).
+HARD_MIN_SAMPLES = 3
+#: No candidate takes more samples than this.
+MAX_SAMPLES = 10_000
+#: Shortest block worth timing: blocks are at least this long, or min_time / 20 if longer.
+MIN_BLOCK_S = 1e-3
+
+#: Library defaults for min_time / max_time / warm-up (seconds of measured time per candidate).
+DEFAULT_MIN_TIME = 0.2
+DEFAULT_MAX_TIME = 2.0
+DEFAULT_WARMUP = 0.05
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    """Per-call times of one candidate: one entry per sample (block time / ``number``)."""
+
+    times_s: tuple[float, ...]
+    number: int
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def n(self) -> int:
+        return len(self.times_s)
+
+    @property
+    def median_s(self) -> float:
+        return float(np.median(self.times_s))
+
+    @property
+    def iqr_s(self) -> float:
+        q25, q75 = np.percentile(self.times_s, [25, 75])
+        return float(q75 - q25)
+
+    @property
+    def min_s(self) -> float:
+        return float(min(self.times_s))
+
+    @property
+    def spread(self) -> float:
+        """IQR / median."""
+        median = self.median_s
+        return self.iqr_s / median if median > 0 else 0.0
+
+    @property
+    def noisy(self) -> bool:
+        return self.spread >= NOISE_THRESHOLD
+
+    def __repr__(self):
+        text = (
+            f"Measurement(median={self.median_s * 1e3:.4g} ms, IQR={self.iqr_s * 1e3:.3g} ms,"
+            f" min={self.min_s * 1e3:.4g} ms, n={self.n}x{self.number})"
+        )
+        for warning in self.warnings:
+            text += f"\n  WARNING: {warning}"
+        return text
+
+
+class Candidate(NamedTuple):
+    """What to time: ``call()`` runs the work once and returns its output; ``sync(outputs)`` waits for them."""
+
+    call: Callable[[], Any]
+    sync: Callable[[list], None]
+
+
+def timed(call: Callable[[], Any], sync: Callable[[list], None]) -> tuple[Any, float]:
+    """Run ``call`` once and sync; return its output and the seconds taken."""
+    start = time.perf_counter()
+    output = call()
+    sync([output])
+    return output, time.perf_counter() - start
+
+
+def _block(candidate: Candidate, number: int) -> float:
+    start = time.perf_counter()
+    outputs = [candidate.call() for _ in range(number)]
+    candidate.sync(outputs)
+    return time.perf_counter() - start
+
+
+def _check_times(min_time: float, max_time: float, warmup: float) -> None:
+    for name, value in (("min_time", min_time), ("max_time", max_time), ("warmup", warmup)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name}: expected a non-negative number of seconds; got {value!r}")
+    if max_time < min_time:
+        raise ValueError(f"max_time: expected at least min_time={min_time}; got {max_time}")
+
+
+class _State:
+    def __init__(self, number: int):
+        self.number, self.times, self.spent = number, [], 0.0
+
+    def spread(self) -> float:
+        q25, median, q75 = np.percentile(self.times, [25, 50, 75])
+        return (q75 - q25) / median if median > 0 else 0.0
+
+    def done(self, min_time: float, max_time: float) -> bool:
+        n = len(self.times)
+        if n >= MAX_SAMPLES:
+            return True
+        if n >= MIN_SAMPLES and self.spent >= min_time and self.spread() < NOISE_THRESHOLD:
+            return True
+        return n >= HARD_MIN_SAMPLES and self.spent >= max_time
+
+
+def _calibrate(candidate: Candidate, warmup: float, block_s: float) -> int:
+    """Warm up for ``warmup`` seconds (at least one call); return calls per block."""
+    spent, per_call = 0.0, math.inf
+    while True:
+        _, seconds = timed(candidate.call, candidate.sync)
+        spent += seconds
+        per_call = min(per_call, seconds)
+        if spent >= warmup:
+            break
+    return max(1, math.ceil(block_s / per_call * (1 - 1e-9))) if per_call > 0 else 1
+
+
+def measure_interleaved(
+    candidates: dict[str, Candidate],
+    *,
+    min_time: float = DEFAULT_MIN_TIME,
+    max_time: float = DEFAULT_MAX_TIME,
+    warmup: float = DEFAULT_WARMUP,
+) -> dict[str, Measurement]:
+    """Time every candidate, round by round; ``min_time``/``max_time`` are measured seconds per candidate."""
+    _check_times(min_time, max_time, warmup)
+    block_s = max(MIN_BLOCK_S, min_time / 20)
+    states = {name: _State(_calibrate(candidate, warmup, block_s)) for name, candidate in candidates.items()}
+    order = list(candidates)
+    active = set(order)
+    forwards = True
+    while active:
+        for name in order if forwards else reversed(order):
+            if name not in active:
+                continue
+            state = states[name]
+            seconds = _block(candidates[name], state.number)
+            state.times.append(seconds / state.number)
+            state.spent += seconds
+            if state.done(min_time, max_time):
+                active.discard(name)
+        forwards = not forwards
+    return {name: _finish(state, max_time) for name, state in states.items()}
+
+
+def _finish(state: _State, max_time: float) -> Measurement:
+    warnings = []
+    if state.spread() >= NOISE_THRESHOLD:
+        warnings.append(
+            f"noisy: IQR/median = {state.spread():.2f} >= {NOISE_THRESHOLD} after {len(state.times)} samples"
+            f" ({state.spent:.2f} s measured, cap max_time={max_time:g} s); raise --max-time or quiet the machine"
+        )
+    return Measurement(times_s=tuple(state.times), number=state.number, warnings=tuple(warnings))
+
+
+def measure(call: Callable[[], Any], sync: Callable[[list], None] = lambda outputs: None, **options) -> Measurement:
+    """Time one callable (see :func:`measure_interleaved` for the options)."""
+    return measure_interleaved({"only": Candidate(call, sync)}, **options)["only"]
+
+
+def attention_flops(spec) -> float:
+    """Floating-point operations of one forward call of ``spec`` (an AttentionSpec).
+
+    Core: 4·B·H·T·S·D (Q·Kᵀ and P·V, two flops per multiply-add), halved when causal.
+    Projections: 2·B·T·E·H·D for Q and for the output, 2·B·S·E·G·D for K and for V.
+    Softmax and masking are not counted.
+    """
+    B, T, S, E = spec.batch, spec.q_len, spec.kv_len, spec.embed
+    H, G, D = spec.heads, spec.kv_heads, spec.head_dim
+    core = 4.0 * B * H * T * S * D
+    if spec.causal:
+        core /= 2
+    projections = 2.0 * B * T * E * H * D * 2 + 2.0 * B * S * E * G * D * 2
+    return core + projections
