@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from einops import einsum, rearrange
 
+from xattn import _compat
 from xattn.bridge import to_jax
 from xattn.errors import VariantUnsupportedError
 
@@ -34,9 +35,11 @@ def as_arrays(*arrays):
     """NumPy, JAX or torch arrays -> JAX arrays through the bridge: zero-copy where possible.
 
     64-bit inputs without jax_enable_x64 raise a BridgeError naming the flag (JAX alone would
-    silently make them 32-bit).
+    silently make them 32-bit). Tracers (inside jax.jit, grad, vjp, vmap) pass through untouched,
+    as tensors do on the torch side: the bridge refuses them, having no buffer to share.
     """
-    return tuple(to_jax(a) for a in arrays)
+    tracer = _compat.jax_tracer_type()
+    return tuple(a if isinstance(a, tracer) else to_jax(a) for a in arrays)
 
 
 def as_lengths(key_lengths):

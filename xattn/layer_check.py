@@ -1,0 +1,138 @@
+"""Check a layer port, outputs and gradients: :func:`check_layers` and :class:`LayerFunction`.
+
+A :class:`LayerFunction` is a layer (any kind :func:`xattn.port_weights` knows) seen as a function
+of its input and its weights in the contract's layout, ``fn(x, wq, wk, wv, wo[, bq, bk, bv, bo])``.
+Two layers of different kinds and frameworks then take the very same arguments, so
+:func:`xattn.check_port` can compare their outputs *and* their gradients with respect to the
+input and every weight (``grad/wq`` is d loss / d wq whatever the layer calls it: for
+``torch.nn.MultiheadAttention`` it is rows 0 to H·D of ``in_proj_weight``'s gradient, per head
+transposed). The float64 oracles are :func:`xattn.grad.layer_reference` and
+:func:`xattn.grad.reference_vjp`. NumPy only at import.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+
+from xattn.layer_oracle import layer_reference, reference_vjp
+from xattn.porting import BIASES, FLAX_ATTENTION, TORCH_ATTENTION, WEIGHTS, adapter, from_contract, to_contract
+
+
+class LayerFunction:
+    """``layer`` as ``fn(x, [kv,] wq, wk, wv, wo[, bq, bk, bv, bo])`` in its own framework's arrays.
+
+    ``causal`` and ``key_lengths`` (B,) are fixed for every call (xattn's layers fix ``causal``
+    when built: ``None`` takes theirs). ``cross=True`` adds a ``kv`` (B,S,E) argument after x.
+    ``weights()`` gives the layer's current weights in the contract's layout as NumPy arrays;
+    ``reference``/``reference_vjp`` are the float64 oracles of the same arguments.
+    """
+
+    def __init__(self, layer, *, causal=None, key_lengths=None, cross=False):
+        self.layer, self.adapter = layer, adapter(layer)
+        self.config = self.adapter.config(layer)
+        if self.config.unsupported:
+            raise ValueError(f"{self.config.kind}: expected a layer within the contract; got "
+                             + "; ".join(self.config.unsupported))
+        self.framework = self.adapter.framework
+        if self.config.kind in (FLAX_ATTENTION, TORCH_ATTENTION):
+            if causal is not None and bool(causal) != layer.causal:
+                raise ValueError(f"causal: expected the layer's own causal={layer.causal} (fixed when built);"
+                                 f" got causal={causal}")
+            causal = layer.causal
+        self.causal = bool(causal)
+        self.key_lengths = None if key_lengths is None else np.asarray(key_lengths, dtype=np.int32)
+        self.cross = bool(cross)
+        self.weight_names = WEIGHTS + (BIASES if self.config.bias else ())
+        self.names = ("x", "kv")[: 1 + self.cross] + self.weight_names
+        self.__name__ = self.config.kind
+        parameter = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        self.__signature__ = inspect.Signature([inspect.Parameter(name, parameter) for name in self.names])
+
+    def _split(self, args):
+        if len(args) != len(self.names):
+            raise TypeError(f"{self.__name__}: expected {len(self.names)} arguments ({', '.join(self.names)});"
+                            f" got {len(args)}")
+        data = args[: 1 + self.cross]
+        return data[0], (data[1] if self.cross else None), dict(zip(self.weight_names, args[len(data):]))
+
+    def __call__(self, *args):
+        from xattn.bridge import to_jax, to_torch
+
+        x, kv, weights = self._split(args)
+        raw = from_contract(weights, self.config)
+        lengths = self.key_lengths
+        if lengths is not None:
+            lengths = to_torch(lengths, device=x.device) if self.framework == "torch" else to_jax(lengths)
+        return self.adapter.call_with(self.layer, raw, x, kv, causal=self.causal, key_lengths=lengths)
+
+    def weights(self) -> tuple[np.ndarray, ...]:
+        """The layer's weights now, in the contract's layout and names (``weight_names``), as NumPy copies."""
+        from xattn.bridge import to_numpy
+
+        contract = to_contract(self.adapter.raw(self.layer), self.config)
+        return tuple(np.array(to_numpy(contract[name]), copy=True) for name in self.weight_names)
+
+    def _keywords(self, args):
+        x, kv, weights = self._split(args)
+        return x, dict(weights, kv=kv, causal=self.causal, key_lengths=self.key_lengths, scale=self.config.scale)
+
+    def reference(self, *args) -> np.ndarray:
+        """The float64 oracle of these arguments (the naive computation when they are not float64)."""
+        x, keywords = self._keywords(args)
+        return layer_reference(x, **keywords, dtype=None if np.asarray(x).dtype == np.float64 else x.dtype)
+
+    def reference_vjp(self, *args, cotangent) -> tuple[np.ndarray, ...]:
+        """The float64 gradients of ⟨out, cotangent⟩ for every argument, in argument order."""
+        x, keywords = self._keywords(args)
+        grads = reference_vjp(x, **keywords, cotangent=cotangent,
+                              dtype=None if np.asarray(x).dtype == np.float64 else x.dtype)
+        return tuple(grads[name] for name in self.names)
+
+
+def layer_function(layer, *, causal=None, key_lengths=None, cross=False) -> LayerFunction:
+    """``layer`` as a :class:`LayerFunction` (see there)."""
+    return LayerFunction(layer, causal=causal, key_lengths=key_lengths, cross=cross)
+
+
+def check_layers(layer_a, layer_b, x, kv=None, *, causal=None, key_lengths=None, grad=True, names=None,
+                 rtol=None, atol=None):
+    """Do two layers (after :func:`xattn.port_weights`) compute the same outputs and gradients?
+
+    ``x`` (B,T,E) and ``kv`` (B,S,E) are NumPy arrays in the run dtype; ``causal=None`` takes an
+    xattn layer's own setting (else no mask), ``key_lengths`` (B,) pads keys. Both layers must hold the
+    same weights bit for bit (ValueError naming the first that differs otherwise); then both run as
+    :class:`LayerFunction` on those very bits against the float64 oracles, and with ``grad`` the
+    gradients of ⟨out, C⟩ with respect to x (and kv) and every weight get rows of their own.
+    Returns :class:`xattn.port.DriftReport`; ``report.assert_ok()`` raises with the table.
+    """
+    from xattn.port import check_port
+
+    cross = kv is not None
+    fn_a = LayerFunction(layer_a, causal=causal, key_lengths=key_lengths, cross=cross)
+    fn_b = LayerFunction(layer_b, causal=causal, key_lengths=key_lengths, cross=cross)
+    if causal is None:  # an xattn layer's own setting (fixed when built) decides for both
+        fixed = [fn.causal for fn in (fn_a, fn_b) if fn.config.kind in (FLAX_ATTENTION, TORCH_ATTENTION)]
+        if fixed:
+            fn_a = LayerFunction(layer_a, causal=fixed[0], key_lengths=key_lengths, cross=cross)
+            fn_b = LayerFunction(layer_b, causal=fixed[0], key_lengths=key_lengths, cross=cross)
+    if fn_a.causal != fn_b.causal:
+        raise ValueError(f"causal: expected both layers to mask alike; got {fn_a.__name__} causal={fn_a.causal},"
+                         f" {fn_b.__name__} causal={fn_b.causal}")
+    if fn_a.weight_names != fn_b.weight_names:
+        raise ValueError(f"bias: expected both layers with or without biases; got {fn_a.__name__}"
+                         f" {fn_a.config.bias}, {fn_b.__name__} {fn_b.config.bias}")
+    weights = fn_a.weights()
+    for name, mine, theirs in zip(fn_a.weight_names, weights, fn_b.weights()):
+        if mine.shape != theirs.shape or mine.dtype != theirs.dtype or not np.array_equal(mine, theirs):
+            raise ValueError(
+                f"{name}: expected {fn_b.__name__} to hold {fn_a.__name__}'s weights bit for bit; they differ"
+                f" (shapes {mine.shape} and {theirs.shape}). Port them first: xattn.port_weights(layer_a, layer_b)"
+            )
+    inputs = (x, kv, *weights) if cross else (x, *weights)
+    return check_port(
+        fn_a, fn_b, *inputs, reference=fn_a.reference, grad=grad, grad_reference=fn_a.reference_vjp,
+        names=names or (fn_a.__name__, fn_b.__name__), frameworks=(fn_a.framework, fn_b.framework),
+        rtol=rtol, atol=atol,
+    )
