@@ -11,7 +11,7 @@ import pytest
 import xattn
 import xattn.api
 from xattn.errors import BackendUnavailableError
-from xattn.results import DRIFT, ERROR, OK
+from xattn.results import DRIFT, ERROR, OK, UNSUPPORTED
 from xattn.schema import REPORT_SCHEMA
 from xattn.spec import AttentionSpec
 
@@ -104,18 +104,35 @@ def test_a_wrong_variant_is_drift_and_its_pair_names_it(monkeypatch, mode):
     assert report.exit_code == 1
 
 
-def test_an_unsupported_variant_is_an_error_row_with_its_message():
+def test_an_unsupported_variant_is_a_refusal_row_with_its_message():
     both()
     report = xattn.compare(backends="jax,torch", variants="sdpa,einsum", spec=SMALL.replace(dtype="float16"),
                            timing=False)
     row = report.row("jax", "sdpa")
-    assert row.verdict == ERROR and row.error_type == "VariantUnsupportedError"
+    assert row.verdict == UNSUPPORTED and row.error_type == "VariantUnsupportedError"
     assert "float16" in row.error and row.drift is None
     assert report.row("torch", "sdpa").verdict == OK and report.row("jax", "einsum").verdict == OK
     pair = next(p for p in report.pairs if p.a == "jax/sdpa")
-    assert pair.attribution.startswith("n/a") and pair.max_abs_diff is None
-    assert report.exit_code == 1
-    assert "VariantUnsupportedError" in str(report)
+    assert pair.attribution == "n/a: jax/sdpa unsupported" and pair.max_abs_diff is None
+    # an honest refusal does not fail the run; the table says what was refused and why
+    assert report.exit_code == 0
+    assert "VariantUnsupportedError" in str(report) and "1 unsupported here (not a failure): jax/sdpa" in str(report)
+
+
+def test_any_other_exception_is_an_error_row_that_fails_the_run(monkeypatch):
+    require_backend("jax")
+    real = xattn.api.build
+
+    def broken(backend, variant, **options):
+        if variant == "packed":
+            raise RuntimeError("kernel exploded")
+        return real(backend, variant, **options)
+
+    monkeypatch.setattr(xattn.api, "build", broken)
+    report = xattn.compare(backends="jax", variants="einsum,packed", spec=SMALL, timing=False)
+    row = report.row("jax", "packed")
+    assert row.verdict == ERROR and row.error == "kernel exploded" and row.error_type == "RuntimeError"
+    assert report.exit_code == 1 and "not ok: jax/packed" in str(report)
 
 
 def test_float64_runs_jax_in_float64_and_restores_x64():

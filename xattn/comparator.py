@@ -18,7 +18,8 @@ from typing import Callable, Iterable
 
 from xattn import frameworks
 from xattn.drift import attribute, drift_metrics, naive_attention, naive_budget, within_budget
-from xattn.results import DRIFT, ERROR, OK, OUTPUT, Pair, Report, Row
+from xattn.errors import VariantUnsupportedError
+from xattn.results import DRIFT, ERROR, NOT_RUN, OK, OUTPUT, UNSUPPORTED, Pair, Report, Row
 from xattn.spec import AttentionSpec, make_inputs
 from xattn.timing import DEFAULT_MAX_TIME, DEFAULT_MIN_TIME, DEFAULT_WARMUP, Candidate, attention_flops, timed
 
@@ -167,7 +168,7 @@ def compare(
         if grad:
             from xattn.grad import compare_gradients
 
-            ran = [(run.row.backend, run.row.variant) for run in runs if run.row.verdict != ERROR]
+            ran = [(run.row.backend, run.row.variant) for run in runs if run.row.verdict not in NOT_RUN]
             grad_rows, grad_pairs = compare_gradients(ran, spec, inputs, device, progress=say)
     flops = attention_flops(spec)
     rows = tuple(_with_timing(run.row, measurements.get(run.row.label), flops) for run in runs)
@@ -231,7 +232,9 @@ def _first_run(backend, variant, spec, inputs, oracle, budget, device) -> _Run:
         output, first_call_s = timed(lambda: runnable(*args), side.sync)
         actual = to_numpy(output)
     except Exception as error:  # one variant's failure is a row, never the end of the comparison
-        return _Run(Row(**base, verdict=ERROR, error=_one_line(error), error_type=type(error).__name__))
+        # A variant that says it cannot run this case (VariantUnsupportedError) is a refusal, not a failure.
+        verdict = UNSUPPORTED if isinstance(error, VariantUnsupportedError) else ERROR
+        return _Run(Row(**base, verdict=verdict, error=_one_line(error), error_type=type(error).__name__))
     metrics = drift_metrics(actual, oracle, spec.dtype)
     notes = _notes(backend, variant, spec, actual, side, args)
     row = Row(
@@ -291,10 +294,11 @@ def _pairs(rows: tuple[Row, ...], outputs: dict, dtype: str) -> tuple[Pair, ...]
 
 def _pair(a: Row, b: Row, quantity: str, outputs: dict, dtype: str) -> Pair:
     budget = a.budget.max_abs if a.budget is not None else None
-    errored = [row.label for row in (a, b) if row.verdict == ERROR]
-    if errored:
-        return Pair(a.label, b.label, quantity, None, None, _err(a), _err(b), budget, tuple(errored),
-                    f"n/a: {' and '.join(errored)} errored")
+    not_run = [row for row in (a, b) if row.verdict in NOT_RUN]
+    if not_run:
+        why = " and ".join(f"{row.label} {row.verdict}" for row in not_run)
+        return Pair(a.label, b.label, quantity, None, None, _err(a), _err(b), budget,
+                    tuple(row.label for row in not_run if row.verdict == ERROR), f"n/a: {why}")
     between = drift_metrics(outputs[a.label], outputs[b.label], dtype)
     over, attribution = attribute(a.label, a.ok, b.label, b.ok)
     return Pair(a.label, b.label, quantity, between.max_abs_err, between.rel_l2_err, _err(a), _err(b), budget,

@@ -17,6 +17,7 @@ import textwrap
 import tabulate as _tabulate_module
 
 from xattn.schema import SCHEMA_ID
+from xattn.results import UNSUPPORTED
 from xattn.timing import NOISE_THRESHOLD
 
 FORMATS = ("table", "json", "markdown", "csv")
@@ -214,8 +215,16 @@ def _render_tabular(report, tablefmt: str) -> str:
         notes.append(_wrap("! noisy: ", f"IQR/median >= {NOISE_THRESHOLD} when the time cap"
                                         f" ({report.settings.get('max_time_s')} s) was reached: {', '.join(noisy)}."
                                         " Raise --max-time or quiet the machine"))
-    bad = [r.label + ("" if r.quantity == "out" else f" ({r.quantity})") for r in report.results if not r.ok]
-    notes.append(f"verdict: {'all ' + str(len(report.results)) + ' rows ok' if not bad else 'not ok: ' + ', '.join(bad)}")
+    def labels(rows):
+        return ", ".join(r.label + ("" if r.quantity == "out" else f" ({r.quantity})") for r in rows)
+
+    refused = [r for r in report.results if r.verdict == UNSUPPORTED]
+    bad = [r for r in report.results if not r.ok and r.verdict != UNSUPPORTED]
+    ran_ok = len(report.results) - len(refused) - len(bad)
+    verdict = f"not ok: {labels(bad)}" if bad else f"all {ran_ok} rows {'that ran are ' if refused else ''}ok"
+    if refused:
+        verdict += f"; {len(refused)} unsupported here (not a failure): {labels(refused)}"
+    notes.append(f"verdict: {verdict}")
     if tablefmt == "github":
         notes = [f"- {line}" for line in notes]
     return "\n".join(parts + [""] + notes) + "\n"

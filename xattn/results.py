@@ -15,8 +15,10 @@ from xattn.drift import Budget, DriftMetrics
 from xattn.spec import AttentionSpec
 from xattn.timing import Measurement
 
-OK, DRIFT, ERROR = "ok", "drift", "error"
-VERDICTS = (OK, DRIFT, ERROR)
+OK, DRIFT, ERROR, UNSUPPORTED = "ok", "drift", "error", "unsupported"
+VERDICTS = (OK, DRIFT, ERROR, UNSUPPORTED)
+#: Verdicts that did not produce an output (no drift, no timing, no pair).
+NOT_RUN = (ERROR, UNSUPPORTED)
 #: The quantity of a forward row; gradient rows will be named "grad/<input>".
 OUTPUT = "out"
 
@@ -78,11 +80,11 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return all(row.ok for row in self.results)
+        return all(row.verdict in (OK, UNSUPPORTED) for row in self.results)
 
     @property
     def exit_code(self) -> int:
-        """0 when every row is ok; 1 when any row drifted or errored."""
+        """0 when every row is ok or an honest refusal (``unsupported``); 1 when any row drifted or errored."""
         return 0 if self.ok else 1
 
     def row(self, backend: str, variant: str, quantity: str = OUTPUT) -> Row:

@@ -25,7 +25,7 @@ RESULT_SCHEMA = {
         "quantity": {"type": "string", "pattern": "^(out|grad/.+)$"},
         "dtype": {"enum": ["float32", "float16", "bfloat16", "float64"]},
         "device": {"type": "string"},
-        "verdict": {"enum": ["ok", "drift", "error"]},
+        "verdict": {"enum": ["ok", "drift", "error", "unsupported"]},
         "error": _string,
         "error_type": _string,
         "max_abs_err": _number,
