@@ -97,7 +97,7 @@ def test_exit_0_and_a_visible_message_for_an_unsupported_variant():
 
 @pytest.mark.parametrize("args, message", [
     (["--backends", "jax,mxnet"], "expected names from jax, torch; got mxnet"),
-    (["--backends", "jax", "--variants", "flash"], "expected names from einsum, packed, vmap, sdpa, blocked"),
+    (["--backends", "jax", "--variants", "flash"], "expected names from einsum, packed, vmap, sdpa, blocked, tiled"),
     (["--causal", "--kv-len", "16"], "impossible spec: causal: expected q_len == kv_len"),
     (["--heads", "3"], "impossible spec: head_dim: expected embed divisible by heads"),
     (["--kv-heads", "3"], "impossible spec: kv_heads: expected a divisor of heads"),

@@ -25,11 +25,12 @@ TOLERANCE = {"float64": 1e-12, "float32": 5e-6, "float16": 5e-3, "bfloat16": 3e-
 
 #: (backend, variant, dtype) a fused kernel cannot compute faithfully here; each must say so, not compute.
 #: jax sdpa: XLA has no float16 dot on CPU; its softmax is always float32, so float64 is out of reach.
-UNSUPPORTED_ON_CPU = {("jax", "sdpa", "float16"): "cannot run float16", ("jax", "sdpa", "float64"): "softmax in float32"}
+UNSUPPORTED_ON_CPU = {("jax", "sdpa", "float16"): "cannot run float16",
+                      ("jax", "sdpa", "float64"): "softmax in float32"}
 
 EXPECTED_VARIANTS = {
-    "jax": ("einsum", "packed", "vmap", "sdpa", "blocked"),
-    "torch": ("einsum", "packed", "vmap", "sdpa", "blocked", "compiled"),
+    "jax": ("einsum", "packed", "vmap", "sdpa", "blocked", "tiled"),
+    "torch": ("einsum", "packed", "vmap", "sdpa", "blocked", "tiled", "compiled"),
 }
 
 
@@ -160,3 +161,20 @@ def test_unknown_variant_lists_the_valid_ones(backend):
     inputs = make_inputs(spec_for("plain", "float32"))
     with pytest.raises(ValueError, match=f"variant: expected one of {', '.join(EXPECTED_VARIANTS[backend])}"):
         xattn.attention(inputs.x, *inputs.weights(), backend=backend, variant="flash")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_tiled_across_ragged_query_tiles_and_row_chunks(backend, dtype, monkeypatch):
+    module = require_backend(backend)
+    if backend == "jax":
+        # Force several (kv-head row) chunks at this small size; build() caches per configuration.
+        monkeypatch.setattr(module, "TILE_BYTES", 64 * 1024)
+        module.build.cache_clear()
+    # q_len 150 = one full query tile of 128 and a ragged one of 22
+    spec = AttentionSpec(batch=3, q_len=150, embed=32, heads=4, kv_heads=2, causal=True,
+                         key_lengths=(150, 1, 77), dtype=dtype)
+    try:
+        assert relative_error(run(backend, "tiled", spec), spec) <= TOLERANCE[dtype]
+    finally:
+        if backend == "jax":
+            module.build.cache_clear()

@@ -21,6 +21,8 @@ from xattn.errors import VariantUnsupportedError
 
 #: Key block length of the ``blocked`` variant (online softmax over key blocks).
 BLOCK = 128
+#: Query tile length of the ``tiled`` variant.
+QUERY_TILE = 128
 
 #: The eager variant ``compiled`` hands to torch.compile: the fastest one on this project's 2-core
 #: CPU (torch 2.13, B=8 T=512 E=128 H=16 D=8, float32 and bfloat16), compiled or not; compiling it
@@ -33,6 +35,7 @@ VARIANTS = {
     "vmap": "nested torch.func.vmap over heads and batch (seed attn_vmap)",
     "sdpa": "torch.nn.functional.scaled_dot_product_attention (torch's fused attention)",
     "blocked": f"online softmax over key blocks of {BLOCK}; never holds B·H·T·S logits",
+    "tiled": f"query tiles of {QUERY_TILE}, each an exact softmax over all keys; never holds B·H·T·S logits",
     "compiled": f"torch.compile(dynamic=False) of the {COMPILED_BASE!r} variant (inductor)",
 }
 
@@ -173,12 +176,42 @@ def _blocked(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
     return torch.einsum("BGRTD,GRDE->BTE", O_BGRTD, wo.reshape(G, R, D, -1))
 
 
+def _tiled(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
+    """The twin of JAX's ``tiled``: exact softmax per query tile, batch axes (B, G) leading."""
+    B, T, S = x.shape[0], x.shape[1], kv.shape[1]
+    H, G, D = wq.shape[0], wk.shape[0], wk.shape[2]
+    R = H // G
+    acc_dtype = torch.float32 if x.dtype in _LOW_PRECISION else x.dtype
+    Q_BGRTD = torch.einsum("BTE,GRED->BGRTD", x, wq.reshape(G, R, -1, D)).to(acc_dtype)
+    K_BGSD = torch.einsum("BSE,GED->BGSD", kv, wk).to(acc_dtype)
+    V_BGSD = torch.einsum("BSE,GED->BGSD", kv, wv).to(acc_dtype)
+    key_S = torch.arange(S, device=x.device)
+    padding_B11S = None if lengths is None else (key_S[None, :] < lengths[:, None])[:, None, None, :]
+    tiles = []
+    for start in range(0, T, QUERY_TILE):
+        Q_BGRQD = Q_BGRTD[:, :, :, start : start + QUERY_TILE]
+        logits_BGRQS = torch.einsum("BGRQD,BGSD->BGRQS", Q_BGRQD, K_BGSD) * scale
+        valid = padding_B11S
+        if causal:
+            query_Q = torch.arange(start, start + Q_BGRQD.shape[3], device=x.device)
+            future_QS = (key_S[None, :] <= query_Q[:, None])[None, None]
+            valid = future_QS if valid is None else valid & future_QS
+        if valid is not None:
+            logits_BGRQS = logits_BGRQS.masked_fill(~valid[:, :, None], -torch.inf)
+        P_BGRQS = torch.exp(logits_BGRQS - logits_BGRQS.amax(dim=-1, keepdim=True))
+        O_BGRQD = torch.einsum("BGRQS,BGSD->BGRQD", P_BGRQS, V_BGSD) / P_BGRQS.sum(dim=-1, keepdim=True)
+        tiles.append(O_BGRQD)
+    O_BGRTD = torch.cat(tiles, dim=3).to(x.dtype)
+    return torch.einsum("BGRTD,GRDE->BTE", O_BGRTD, wo.reshape(G, R, D, -1))
+
+
 _IMPLEMENTATIONS = {
     "einsum": _einsum,
     "packed": _packed,
     "vmap": _vmap,
     "sdpa": _sdpa,
     "blocked": _blocked,
+    "tiled": _tiled,
 }
 
 
