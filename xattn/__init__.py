@@ -38,6 +38,8 @@ _EXPORTS = {
     "BridgeCell": "xattn._bridge_matrix",
     "compare": "xattn.comparator",
     "Report": "xattn.results",
+    "sweep": "xattn.sweeper",
+    "SweepReport": "xattn.results",
     "Row": "xattn.results",
     "Pair": "xattn.results",
     "Measurement": "xattn.timing",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
+
 import click
 
 from xattn._version import __version__
@@ -20,6 +23,7 @@ def main():
     \b
     Examples:
       xattn compare --backends jax,torch
+      xattn sweep --seq 128,256,512 --plot sweep.png
       xattn env
     """
 
@@ -27,7 +31,7 @@ def main():
 FORMATS = ("table", "json", "markdown", "csv")
 format_option = click.option(
     "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
-    help="table and markdown read at 100 columns; json follows docs/comparator.md's schema.",
+    help="table and markdown read at 100 columns; json: see docs/comparator.md (sweep: docs/sweep.md).",
 )
 output_option = click.option(
     "--output", "-o", type=click.Path(dir_okay=False, writable=True), default=None,
@@ -60,60 +64,104 @@ def _emit(text: str, output: str | None) -> None:
     click.echo(f"wrote {output}", err=True)
 
 
-@main.command()
-@click.option("--backends", help="Comma-separated backends, e.g. jax,torch (default: every one installed).")
-@click.option("--variants", help="Comma-separated variants (default: all of each backend).")
-@click.option("--seed-shape", is_flag=True,
-              help="The seed notebook's shape: B=32 T=512 E=128 H=16 D=8 (other size options override it).")
-@click.option("--batch", type=int, help="B  [default: 2]")
-@click.option("--q-len", type=int, help="T, query length  [default: 64]")
-@click.option("--kv-len", type=int, help="S, key/value length  [default: T]")
-@click.option("--embed", type=int, help="E, model width  [default: 64]")
-@click.option("--heads", type=int, help="H, query heads  [default: 4]")
-@click.option("--kv-heads", type=int, help="G, key/value heads dividing H  [default: H]")
-@click.option("--head-dim", type=int, help="D  [default: E // H]")
-@click.option("--causal/--no-causal", default=None, help="Causal mask (needs T == S).  [default: no]")
-@click.option("--key-lengths", callback=_key_lengths, help="Valid keys per batch row, e.g. 5,16 (key padding).")
-@click.option("--scale", type=float, help="Logit scale  [default: 1/sqrt(D)]")
-@click.option("--dtype", type=click.Choice(("float32", "float16", "bfloat16", "float64")), default="float32",
-              show_default=True, help="Run dtype (float64 turns on jax_enable_x64 for the run).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the inputs.")
-@click.option("--device", type=click.Choice(("cpu", "cuda", "auto")), default="cpu", show_default=True)
-@click.option("--matmul-precision", type=click.Choice(("highest", "high", "default")), default="highest",
-              show_default=True, help="float32 matmul precision in both frameworks (default: leave as is).")
-@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads for both frameworks [default: XLA's].")
-@click.option("--min-time", type=click.FloatRange(min=0), default=0.05, show_default=True,
-              help="Measured seconds per variant before its timing may converge.")
-@click.option("--max-time", type=click.FloatRange(min=0), default=0.3, show_default=True,
-              help="Measured seconds per variant at most (then it is flagged if noisy).")
-@click.option("--no-timing", is_flag=True, help="Check drift only; skip the timed loop.")
-@click.option("--grad", is_flag=True,
-              help="Also compare gradients (d<out, C>/d x, kv, wq, wk, wv, wo) against the float64 oracle.")
-@format_option
-@output_option
-def compare(backends, variants, seed_shape, dtype, seed, device, matmul_precision, threads, min_time, max_time,
-            no_timing, grad, fmt, output, **sizes):
-    """Run attention variants of JAX and torch on one problem: drift, verdict, speed.
+def _options(*decorators):
+    """Several click decorators as one, applied so that --help lists them in the order given."""
 
-    \b
-    Every row is held to its dtype's budget against a float64 oracle;
-    exit status 0 when every row is ok, 1 when any drifted or errored,
-    2 for a usage error.
-    """
-    import sys
+    def apply(command):
+        for decorator in reversed(decorators):
+            command = decorator(command)
+        return command
 
+    return apply
+
+
+class CommaList(click.ParamType):
+    """One value or a comma-separated list of them (``128,256,512``), each converted by ``item``."""
+
+    def __init__(self, item: click.ParamType, metavar: str):
+        self.item, self.metavar, self.name = item, metavar, f"{item.name} list"
+
+    def get_metavar(self, param, ctx=None):
+        return self.metavar
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        parts = [part.strip() for part in str(value).split(",")]
+        if not all(parts):
+            self.fail(f"expected one value or a comma-separated list such as 128,256; got {value!r}", param, ctx)
+        return tuple(self.item.convert(part, param, ctx) for part in parts)
+
+
+def _in_given_order(ctx, param, value):
+    # click processes options in command-line order: this records which sweep option came first.
+    if value is not None:
+        ctx.meta.setdefault("xattn.given_order", []).append(param.name)
+    return value
+
+
+DTYPES = ("float32", "float16", "bfloat16", "float64")
+#: The AttentionSpec size options: one integer for compare; for sweep, a comma list sweeps the field.
+SIZE_OPTIONS = (
+    ("--batch", "B  [default: 2]"),
+    ("--q-len", "T, query length  [default: 64]"),
+    ("--kv-len", "S, key/value length  [default: T]"),
+    ("--embed", "E, model width  [default: 64]"),
+    ("--heads", "H, query heads  [default: 4]"),
+    ("--kv-heads", "G, key/value heads dividing H  [default: H]"),
+    ("--head-dim", "D  [default: E // H]"),
+)
+INTEGERS = CommaList(click.INT, "N[,N...]")
+
+
+def size_options(sweepable: bool):
+    if sweepable:
+        return _options(*(click.option(name, type=INTEGERS, callback=_in_given_order, help=text)
+                          for name, text in SIZE_OPTIONS))
+    return _options(*(click.option(name, type=int, help=text) for name, text in SIZE_OPTIONS))
+
+
+def dtype_option(sweepable: bool):
+    text = "Run dtype (float64 turns on jax_enable_x64 for the run)."
+    if sweepable:
+        return click.option("--dtype", type=CommaList(click.Choice(DTYPES), "DTYPE[,DTYPE...]"), default="float32",
+                            show_default=True, callback=_in_given_order, help=text)
+    return click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True, help=text)
+
+
+selection_options = _options(
+    click.option("--backends", help="Comma-separated backends, e.g. jax,torch (default: every one installed)."),
+    click.option("--variants", help="Comma-separated variants (default: all of each backend)."),
+    click.option("--seed-shape", is_flag=True,
+                 help="The seed notebook's shape: B=32 T=512 E=128 H=16 D=8 (other size options override it)."),
+)
+mask_options = _options(
+    click.option("--causal/--no-causal", default=None, help="Causal mask (needs T == S).  [default: no]"),
+    click.option("--key-lengths", callback=_key_lengths, help="Valid keys per batch row, e.g. 5,16 (key padding)."),
+    click.option("--scale", type=float, help="Logit scale  [default: 1/sqrt(D)]"),
+)
+run_options = _options(
+    click.option("--seed", type=int, default=0, show_default=True, help="Seed of the inputs."),
+    click.option("--device", type=click.Choice(("cpu", "cuda", "auto")), default="cpu", show_default=True),
+    click.option("--matmul-precision", type=click.Choice(("highest", "high", "default")), default="highest",
+                 show_default=True, help="float32 matmul precision in both frameworks (default: leave as is)."),
+    click.option("--threads", type=click.IntRange(min=1),
+                 help="Intra-op threads for both frameworks [default: XLA's]."),
+    click.option("--min-time", type=click.FloatRange(min=0), default=0.05, show_default=True,
+                 help="Measured seconds per variant before its timing may converge."),
+    click.option("--max-time", type=click.FloatRange(min=0), default=0.3, show_default=True,
+                 help="Measured seconds per variant at most (then it is flagged if noisy)."),
+    click.option("--no-timing", is_flag=True, help="Check drift only; skip the timed loop."),
+)
+
+
+def _prepare_run(backends, variants, device, threads, min_time, max_time) -> tuple[str, ...]:
+    """Check the run options and resolve the backends, as usage errors (exit 2), before anything runs."""
     from xattn import comparator
     from xattn.errors import BackendUnavailableError
-    from xattn.spec import AttentionSpec
 
     if max_time < min_time:
         raise click.BadParameter(f"expected at least --min-time={min_time}; got {max_time}", param_hint="--max-time")
-    fields = dict(SEED_SHAPE) if seed_shape else {}
-    fields.update({name: value for name, value in sizes.items() if value is not None})
-    try:
-        spec = AttentionSpec(dtype=dtype, seed=seed, **fields)
-    except ValueError as error:
-        raise click.UsageError(f"impossible spec: {error}") from None
     if threads is not None:
         from xattn.frameworks import request_xla_threads
 
@@ -132,6 +180,40 @@ def compare(backends, variants, seed_shape, dtype, seed, device, matmul_precisio
         comparator.resolve_device(device, names)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--device") from None
+    return names
+
+
+@main.command()
+@selection_options
+@size_options(sweepable=False)
+@mask_options
+@dtype_option(sweepable=False)
+@run_options
+@click.option("--grad", is_flag=True,
+              help="Also compare gradients (d<out, C>/d x, kv, wq, wk, wv, wo) against the float64 oracle.")
+@format_option
+@output_option
+def compare(backends, variants, seed_shape, dtype, seed, device, matmul_precision, threads, min_time, max_time,
+            no_timing, grad, fmt, output, **sizes):
+    """Run attention variants of JAX and torch on one problem: drift, verdict, speed.
+
+    \b
+    Every row is held to its dtype's budget against a float64 oracle;
+    exit status 0 when every row is ok, 1 when any drifted or errored,
+    2 for a usage error.
+    """
+    import sys
+
+    from xattn import comparator
+    from xattn.spec import AttentionSpec
+
+    fields = dict(SEED_SHAPE) if seed_shape else {}
+    fields.update({name: value for name, value in sizes.items() if value is not None})
+    try:
+        spec = AttentionSpec(dtype=dtype, seed=seed, **fields)
+    except ValueError as error:
+        raise click.UsageError(f"impossible spec: {error}") from None
+    names = _prepare_run(backends, variants, device, threads, min_time, max_time)
     progress = (lambda line: click.echo(f"xattn: {line}", err=True)) if sys.stderr.isatty() else None
     report = comparator.compare(
         names, _names(variants), spec, device=device, matmul_precision=matmul_precision, min_time=min_time,
@@ -139,6 +221,108 @@ def compare(backends, variants, seed_shape, dtype, seed, device, matmul_precisio
     )
     _emit(report.render(fmt), output)
     raise SystemExit(report.exit_code)
+
+
+@contextlib.contextmanager
+def _progress(total: int):
+    """``progress(i, n, label)`` for :func:`xattn.sweep`, drawn on standard error only.
+
+    A bar on a terminal; elsewhere (a log, a pipe) one line per point.
+    """
+    import sys
+
+    if not sys.stderr.isatty():
+        yield lambda index, count, label: click.echo(f"xattn sweep: point {index + 1}/{count}: {label}", err=True)
+        return
+    with click.progressbar(length=total, label="xattn sweep", file=sys.stderr, show_pos=True,
+                           item_show_func=lambda label: label) as bar:
+        yield lambda index, count, label: bar.update(index - bar.pos, current_item=label)
+        bar.update(total - bar.pos, current_item="done")
+
+
+@main.command()
+@click.pass_context
+@selection_options
+@click.option("--seq", type=INTEGERS, callback=_in_given_order,
+              help="T and S together (self-attention length), e.g. 128,256,512.")
+@size_options(sweepable=True)
+@mask_options
+@dtype_option(sweepable=True)
+@run_options
+@format_option
+@output_option
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, writable=True),
+              help="Also draw time, GFLOP/s and max error against the first swept field to this PNG"
+                   " (needs pip install 'xattn[plot]').")
+def sweep(ctx, backends, variants, seed_shape, seq, dtype, seed, device, matmul_precision, threads, min_time,
+          max_time, no_timing, fmt, output, plot_path, causal, key_lengths, scale, **sizes):
+    """Run compare at every point of a grid of sizes or dtypes: every point's rows, and a plot.
+
+    \b
+    Every size option, --seq and --dtype take one value or a comma list; a
+    list sweeps that field. Several lists sweep their cartesian product (every
+    combination: --seq 64,128 --dtype float32,bfloat16 is 4 points). The first
+    list given is the plot's x axis; each combination of the others gets its
+    own row of panels. S, G and D follow T, H and E // H unless given.
+
+    \b
+    Examples:
+      xattn sweep --backends jax,torch --seq 128,256,512,1024 --plot sweep.png
+      xattn sweep --variants sdpa,tiled --heads 2,4,8 --dtype float32,bfloat16
+
+    \b
+    Progress goes to standard error. Exit status 0 when every row of every
+    point is ok or unsupported, 1 when any drifted or errored, 2 for a usage
+    error (an impossible point is named before anything runs).
+    """
+    from xattn import sweeper
+    from xattn.spec import AttentionSpec
+
+    if seq is not None and (sizes["q_len"] is not None or sizes["kv_len"] is not None):
+        raise click.BadParameter("--seq sets T and S together; got it with --q-len/--kv-len. Give one or the other.",
+                                 param_hint="--seq")
+    given = {"seq": seq, **sizes, "dtype": dtype}
+    order = ctx.meta.get("xattn.given_order", [])
+    swept = {name: given[name] for name in order if given[name] is not None and len(given[name]) > 1}
+    if not swept:
+        raise click.UsageError("nothing to sweep: expected a comma list in --seq, --batch, --q-len, --kv-len,"
+                               " --embed, --heads, --kv-heads, --head-dim or --dtype, e.g. --seq 128,256,512")
+    fields = dict(SEED_SHAPE) if seed_shape else {}
+    for name, values in given.items():
+        if values is not None:  # a swept field starts at its first value: the base spec is point 1
+            fields.update({"q_len": values[0], "kv_len": values[0]} if name == "seq" else {name: values[0]})
+    mask = {"causal": causal, "key_lengths": key_lengths, "scale": scale}
+    fields.update({name: value for name, value in mask.items() if value is not None})
+    label = sweeper.point_label(swept, [values[0] for values in swept.values()])
+    count = math.prod(len(values) for values in swept.values())
+    try:
+        spec = AttentionSpec(seed=seed, **fields)
+    except ValueError as error:
+        raise click.UsageError(f"impossible sweep point 1 of {count} ({label}): {error}") from None
+    hold = [name for name in sweeper.FOLLOWS if sizes[name] is not None]
+    try:
+        _, points = sweeper.sweep_points(spec, swept, hold)
+    except ValueError as error:
+        raise click.UsageError(f"impossible {error}") from None
+    if plot_path is not None:
+        from xattn.errors import PlotUnavailableError
+        from xattn.plot import require_matplotlib
+
+        try:
+            require_matplotlib()
+        except PlotUnavailableError as error:
+            raise click.UsageError(str(error)) from None
+    names = _prepare_run(backends, variants, device, threads, min_time, max_time)
+    with _progress(len(points)) as progress:
+        result = sweeper.sweep(
+            names, _names(variants), spec, swept, hold=hold, device=device, matmul_precision=matmul_precision,
+            min_time=min_time, max_time=max_time, timing=not no_timing, threads=threads, progress=progress,
+        )
+    _emit(result.render(fmt), output)
+    if plot_path is not None:
+        result.plot(plot_path)
+        click.echo(f"wrote {plot_path}", err=True)
+    raise SystemExit(result.exit_code)
 
 
 @main.command()

@@ -20,3 +20,7 @@ class VariantUnsupportedError(XattnError):
 
 class BridgeError(XattnError):
     """A DLPack bridge conversion was refused rather than done silently wrong."""
+
+
+class PlotUnavailableError(XattnError, ImportError):
+    """A plot was asked for but matplotlib (the ``plot`` extra) is not importable."""

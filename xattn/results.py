@@ -110,3 +110,55 @@ class Report:
 
     def __str__(self) -> str:
         return self.render("table")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepReport:
+    """One :class:`Report` per point of a sweep (:func:`xattn.sweep`); ``str(sweep)`` is the table.
+
+    ``fields`` are the swept fields in order (the first is the plot's x axis); ``points[i]`` holds
+    point i's value of each field and ``reports[i]`` its comparison. ``spec`` is the base problem.
+    """
+
+    spec: AttentionSpec
+    fields: tuple[str, ...]
+    points: tuple[tuple[Any, ...], ...]
+    reports: tuple[Report, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(report.ok for report in self.reports)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every point's report is ok (rows ok or ``unsupported``); 1 when any row drifted or errored."""
+        return 0 if self.ok else 1
+
+    def values(self, field: str) -> tuple:
+        """The distinct values ``field`` takes, in sweep order."""
+        index = self.fields.index(field)
+        return tuple(dict.fromkeys(point[index] for point in self.points))
+
+    def to_dict(self) -> dict:
+        from xattn.report_sweep import sweep_dict
+
+        return sweep_dict(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        from xattn.report_sweep import render_sweep
+
+        return render_sweep(self, "json", indent=indent)
+
+    def render(self, format: str = "table") -> str:
+        from xattn.report_sweep import render_sweep
+
+        return render_sweep(self, format)
+
+    def plot(self, path, **options):
+        """Draw time, GFLOP/s and max error against the first swept field to ``path`` (needs matplotlib)."""
+        from xattn.plot import plot_sweep
+
+        return plot_sweep(self, path, **options)
+
+    def __str__(self) -> str:
+        return self.render("table")

@@ -116,3 +116,32 @@ REPORT_SCHEMA = {
         "pairs": {"type": "array", "items": PAIR_SCHEMA},
     },
 }
+
+SWEEP_SCHEMA_ID = "xattn.sweep/1"
+
+#: ``xattn sweep --format json``: the swept fields and one complete compare report per point.
+SWEEP_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": SWEEP_SCHEMA_ID,
+    "title": "xattn sweep report",
+    "type": "object",
+    "required": ["schema", "xattn_version", "ok", "exit_code", "fields", "values", "spec", "points"],
+    "properties": {
+        "schema": {"const": SWEEP_SCHEMA_ID},
+        "xattn_version": {"type": "string"},
+        "ok": {"type": "boolean"},
+        "exit_code": {"enum": [0, 1]},
+        "fields": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+        "values": {"type": "object", "additionalProperties": {"type": "array", "minItems": 1}},
+        "spec": SPEC_SCHEMA,
+        "points": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["values", "report"],
+                "properties": {"values": {"type": "object"}, "report": REPORT_SCHEMA},
+            },
+        },
+    },
+}

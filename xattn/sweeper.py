@@ -1,0 +1,146 @@
+"""``xattn.sweep``: :func:`xattn.compare` at every point of a grid of sizes or dtypes.
+
+The grid is the cartesian product of the swept fields' values, in the order given; the first field
+is the x axis of the plot (:mod:`xattn.plot`). Every point is built and validated before anything
+runs, so an impossible point (causal with T != S, heads not dividing E) is a ValueError naming it.
+
+A field that :class:`~xattn.spec.AttentionSpec` derives from another follows it across the sweep
+when the base spec left it at its derived value: S follows T, G follows H, D follows E // H. Setting
+it to another value, sweeping it, or naming it in ``hold`` keeps it where it is.
+
+This module is ``sweeper``, not ``sweep``: a submodule named ``sweep`` would shadow the function
+``xattn.sweep`` as soon as anything imported it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Callable, Iterable, Mapping
+
+from xattn.results import SweepReport
+from xattn.spec import AttentionSpec
+from xattn.timing import DEFAULT_MAX_TIME, DEFAULT_MIN_TIME, DEFAULT_WARMUP
+
+#: Sweeps T and S together (self-attention lengths).
+SEQ = "seq"
+#: Fields a sweep may vary.
+SWEEPABLE = (SEQ, "batch", "q_len", "kv_len", "embed", "heads", "kv_heads", "head_dim", "dtype")
+#: Derived field -> the fields it follows when the base spec left it at its derived value.
+FOLLOWS = {"kv_len": ("q_len",), "kv_heads": ("heads",), "head_dim": ("embed", "heads")}
+
+
+def point_label(fields: Iterable[str], values: Iterable) -> str:
+    """``"seq=128, dtype=bfloat16"``."""
+    return ", ".join(f"{field}={value}" for field, value in zip(fields, values))
+
+
+def _check_sweep(sweep) -> dict[str, tuple]:
+    if not isinstance(sweep, Mapping) or not sweep:
+        raise ValueError(f"sweep: expected a mapping of field -> values such as {{'q_len': [128, 256]}}; got {sweep!r}")
+    checked = {}
+    for field, values in sweep.items():
+        if field not in SWEEPABLE:
+            raise ValueError(f"sweep: expected fields from {', '.join(SWEEPABLE)}; got {field!r}")
+        if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+            raise ValueError(f"sweep[{field!r}]: expected a list of values such as [128, 256]; got {values!r}")
+        values = tuple(values)
+        if not values:
+            raise ValueError(f"sweep[{field!r}]: expected at least one value; got none")
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            raise ValueError(f"sweep[{field!r}]: expected distinct values; got {', '.join(repeated)} more than once")
+        checked[field] = values
+    clash = [field for field in ("q_len", "kv_len") if field in checked and SEQ in checked]
+    if clash:
+        raise ValueError(f"sweep: 'seq' sets q_len and kv_len together; got it with {', '.join(clash)}. Sweep one.")
+    return checked
+
+
+def sweep_points(spec: AttentionSpec, sweep: Mapping[str, Iterable], hold: Iterable[str] = ()) -> tuple:
+    """``(fields, points)``: the swept fields in order, and every point as ``(values, spec)``, validated.
+
+    A ValueError names the first impossible point (``sweep point 2 of 6 (seq=128, dtype=float16): ...``).
+    """
+    if not isinstance(spec, AttentionSpec):
+        raise TypeError(f"spec: expected an xattn.AttentionSpec; got {type(spec).__name__}")
+    grid = _check_sweep(sweep)
+    hold = set(hold)
+    unknown = hold - set(FOLLOWS)
+    if unknown:
+        raise ValueError(f"hold: expected fields from {', '.join(FOLLOWS)}; got {', '.join(sorted(unknown))}")
+    fields = tuple(grid)
+    swept = set(fields) | ({"q_len", "kv_len"} if SEQ in grid else set())
+    derived = {
+        "kv_len": spec.kv_len == spec.q_len,
+        "kv_heads": spec.kv_heads == spec.heads,
+        "head_dim": spec.embed % spec.heads == 0 and spec.head_dim == spec.embed // spec.heads,
+    }
+    follow = [
+        field for field, sources in FOLLOWS.items()
+        if derived[field] and field not in swept and field not in hold and swept & set(sources)
+    ]
+    combos = list(itertools.product(*grid.values()))
+    points = []
+    for number, values in enumerate(combos, 1):
+        changes = dict.fromkeys(follow)
+        for field, value in zip(fields, values):
+            if field == SEQ:
+                changes.update(q_len=value, kv_len=value)
+            else:
+                changes[field] = value
+        try:
+            points.append((values, spec.replace(**changes)))
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"sweep point {number} of {len(combos)} ({point_label(fields, values)}): {error}"
+            ) from None
+    return fields, tuple(points)
+
+
+def sweep(
+    backends: Iterable[str] | str | None = None,
+    variants: Iterable[str] | str | None = None,
+    spec: AttentionSpec | None = None,
+    sweep: Mapping[str, Iterable] | None = None,
+    *,
+    hold: Iterable[str] = (),
+    device: str = "cpu",
+    matmul_precision: str = "highest",
+    min_time: float = DEFAULT_MIN_TIME,
+    max_time: float = DEFAULT_MAX_TIME,
+    warmup: float = DEFAULT_WARMUP,
+    timing: bool = True,
+    threads: int | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> SweepReport:
+    """:func:`xattn.compare` at every point of ``sweep`` around ``spec``; a :class:`~xattn.results.SweepReport`.
+
+    ``sweep``: field -> values, e.g. ``{"seq": [128, 256, 512], "dtype": ["float32", "bfloat16"]}``;
+    fields from :data:`SWEEPABLE` (``seq`` sets q_len and kv_len together); several fields sweep
+    their cartesian product, in ``itertools.product`` order (the last field varies fastest).
+    ``hold``: derived fields (kv_len, kv_heads, head_dim) kept at ``spec``'s value even where they
+    would follow a swept field. ``progress(i, n, label)`` is called before point ``i`` (0-based) of
+    ``n``. The other arguments are :func:`xattn.compare`'s, the same at every point.
+    """
+    from xattn import comparator, frameworks
+    from xattn.timing import _check_times
+
+    spec = AttentionSpec() if spec is None else spec
+    fields, points = sweep_points(spec, sweep, hold)
+    _check_times(min_time, max_time, warmup)
+    if matmul_precision not in frameworks.MATMUL_PRECISIONS:
+        raise ValueError(
+            f"matmul_precision: expected one of {', '.join(frameworks.MATMUL_PRECISIONS)}; got {matmul_precision!r}"
+        )
+    names = comparator.resolve_backends(backends)
+    comparator.resolve_variants(names, variants)
+    comparator.resolve_device(device, names)
+    reports = []
+    for index, (values, point_spec) in enumerate(points):
+        if progress is not None:
+            progress(index, len(points), point_label(fields, values))
+        reports.append(comparator.compare(
+            names, variants, point_spec, device=device, matmul_precision=matmul_precision, min_time=min_time,
+            max_time=max_time, warmup=warmup, timing=timing, threads=threads,
+        ))
+    return SweepReport(spec=spec, fields=fields, points=tuple(values for values, _ in points), reports=tuple(reports))
