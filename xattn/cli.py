@@ -180,6 +180,9 @@ def _prepare_run(backends, variants, device, threads, min_time, max_time) -> tup
         comparator.resolve_device(device, names)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--device") from None
+    from xattn.caches import enable_compilation_caches
+
+    enable_compilation_caches(names)  # a second run skips XLA and inductor compiles (XATTN_NO_CACHE=1: off)
     return names
 
 

@@ -13,7 +13,7 @@ from xattn.errors import BackendUnavailableError
 
 # name -> (module with the implementations, the framework modules it needs, the pip extra)
 _BACKENDS = {
-    "jax": ("xattn.backends.jax_attention", ("jax", "flax"), "jax"),
+    "jax": ("xattn.backends.jax_attention", ("jax",), "jax"),
     "torch": ("xattn.backends.torch_attention", ("torch",), "torch"),
 }
 _loaded: dict[str, ModuleType] = {}
