@@ -3,8 +3,8 @@
 
 Times come from ``xattn.compare`` (one clock, syncs, backends interleaved round by round); each
 row gets its ratio to torch's F.scaled_dot_product_attention layer measured in the same run, its
-GFLOP/s, and its peak memory: the extra resident memory of one call, measured in a fresh process
-per variant (Linux: /proc/self/clear_refs resets the high-water mark after warm-up), plus XLA's own
+GFLOP/s, and its peak memory: the extra resident memory of its first call after compiling,
+measured in a fresh process per variant (Linux: /proc/self/clear_refs resets the high-water mark), plus XLA's own
 temp-buffer figure for JAX. The full B·H·T·S float32 logits are printed for scale.
 
     python scripts/bench_attention.py                    # seed shape, float32, ~2-4 min on 2 cores
@@ -55,14 +55,14 @@ def measure_memory(backend: str, variant: str, dtype: str) -> None:
         import torch
 
         torch.set_grad_enabled(False)
-    call()
-    del_output = None  # keep one output alive so the measured call's output is not counted twice
+    # The first call after compiling: a warm-up call would leave its freed buffers in the
+    # allocator's pools, and the measured call would reuse them without raising the RSS.
     with open("/proc/self/clear_refs", "w") as clear:
         clear.write("5")  # reset VmHWM to the current RSS
     before = _status_kib("VmRSS")
-    del_output = call()
+    output = call()
     peak = _status_kib("VmHWM")
-    del del_output
+    del output
     print(f"{(peak - before) * 1024} {temp}")
 
 
@@ -106,7 +106,8 @@ def main() -> int:
     if not args.no_memory:
         print("  measuring peak memory, one fresh process per variant", file=sys.stderr)
     for row in report.results:
-        peak, temp = (None, None) if args.no_memory or row.timing is None else memory_of(row.backend, row.variant, args.dtype)
+        skip = args.no_memory or row.timing is None
+        peak, temp = (None, None) if skip else memory_of(row.backend, row.variant, args.dtype)
         median = row.timing.median_s if row.timing else None
         rows.append([
             row.backend, row.variant, row.verdict,
@@ -120,10 +121,12 @@ def main() -> int:
     env = environment()
     versions = env.get("versions", {})
     print(f"seed shape B=32 T=512 E=128 H=16 D=8 {args.dtype}; {env['platform']}, {os.cpu_count()} cpus;"
-          f" python {env['python']}, jax {versions.get('jax')}, torch {versions.get('torch')}; threads {env['threads']}")
+          f" python {env['python']}, jax {versions.get('jax')}, torch {versions.get('torch')};"
+          f" threads {env['threads']}")
     print(tabulate(rows, headers=["backend", "variant", "verdict", "median ms", "IQR", "x torch sdpa", "GFLOP/s",
                                   "peak MiB", "XLA temp MiB"], disable_numparse=True))
-    print(f"full B·H·T·S float32 logits: {logits_mib:.0f} MiB; peak = extra resident memory of one warm call")
+    print(f"full B·H·T·S float32 logits: {logits_mib:.0f} MiB;"
+          " peak = extra resident memory of the first call after compiling")
     timed = [row for row in report.results if row.timing is not None]
     best_jax = min((r for r in timed if r.backend == "jax"), key=lambda r: r.timing.median_s)
     best_torch = min((r for r in timed if r.backend == "torch"), key=lambda r: r.timing.median_s)
