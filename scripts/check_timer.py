@@ -59,8 +59,10 @@ def main(argv=None) -> float:
     ratio = ours_median / theirs_median
     print(f"function: torch/{args.variant} on B={spec.batch} T={spec.q_len} E={spec.embed} H={spec.heads}"
           f" {spec.dtype}, {torch.get_num_threads()} threads, {args.rounds} alternating rounds")
-    print(f"xattn.timing median:            {ours_median * 1e3:.4g} ms  (rounds: {', '.join(f'{t * 1e3:.4g}' for t in ours)})")
-    print(f"torch.utils.benchmark median:   {theirs_median * 1e3:.4g} ms  (rounds: {', '.join(f'{t * 1e3:.4g}' for t in theirs)})")
+    for label, median, rounds in (("xattn.timing", ours_median, ours),
+                                  ("torch.utils.benchmark", theirs_median, theirs)):
+        listed = ", ".join(f"{t * 1e3:.4g}" for t in rounds)
+        print(f"{label + ' median:':<32}{median * 1e3:.4g} ms  (rounds: {listed})")
     print(f"ratio xattn / torch.utils.benchmark: {ratio:.3f}")
     return ratio
 

@@ -19,12 +19,13 @@ import warnings
 import ml_dtypes
 import numpy as np
 import pytest
-from conftest import require_backend
 
 import xattn
 from xattn import _compat
 from xattn.bridge import buffer_pointer, framework_of
 from xattn.errors import BridgeError, XattnError
+
+from conftest import require_backend
 
 SHARED = ("float16", "bfloat16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool",
           "complex64", "complex128", "uint16", "uint32", "uint64")

@@ -12,7 +12,6 @@ import dataclasses
 import ml_dtypes
 import numpy as np
 import pytest
-from conftest import require_backend
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +19,8 @@ import xattn
 from xattn import _compat
 from xattn.bridge import buffer_pointer
 from xattn.errors import BridgeError
+
+from conftest import require_backend
 
 DTYPES = ("float16", "bfloat16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool",
           "complex64", "complex128", "float8_e4m3fn", "float8_e5m2")

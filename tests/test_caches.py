@@ -15,7 +15,9 @@ SCRIPT = textwrap.dedent(
     used = enable_compilation_caches()
     inputs = xattn.make_inputs(xattn.AttentionSpec(batch=1, q_len=8, embed=8, heads=2))
     xattn.attention(inputs.x, *inputs.weights(), backend="jax", variant="einsum").block_until_ready()
-    print(json.dumps(used))
+    print(json.dumps(used), flush=True)
+    import os
+    os._exit(0)  # jaxlib can abort during interpreter teardown (see xattn.cli.entry_point)
     """
 )
 

@@ -61,10 +61,9 @@ def inputs(batch=2, q_len=5, seed=0):
 def test_both_frameworks_have_the_same_parameters(case):
     torch_layer, flax_layer = make_layer("torch", **OPTIONS[case]), make_layer("jax", **OPTIONS[case])
     torch_shapes = {name: tuple(p.shape) for name, p in torch_layer.named_parameters()}
-    from flax import nnx
+    from xattn import _compat
 
-    flat = nnx.to_flat_state(nnx.state(flax_layer, nnx.Param))
-    flax_shapes = {".".join(map(str, path)): tuple(v.shape) for path, v in flat}
+    flax_shapes = {".".join(map(str, path)): tuple(v.shape) for path, v in _compat.nnx_params(flax_layer)}
     assert torch_shapes == flax_shapes
     G = OPTIONS[case].get("kv_heads", H)
     D = OPTIONS[case].get("head_dim", E // H)

@@ -29,7 +29,8 @@ def test_fullrank_rejects_wrong_wh_shape(backend):
         xattn.fullrank_attention(inputs.x, inputs.wq, inputs.wk, np.zeros((2, 8, 4), np.float32), backend=backend)
 
 
-@pytest.mark.parametrize("layout, shapes", [("leading", ((3, 2, 4, 5), (3, 2, 5, 6))), ("trailing", ((4, 5, 3, 2), (5, 6, 3, 2)))])
+@pytest.mark.parametrize("layout, shapes", [("leading", ((3, 2, 4, 5), (3, 2, 5, 6))),
+                                            ("trailing", ((4, 5, 3, 2), (5, 6, 3, 2)))])
 def test_batched_matmul_layouts(backend, layout, shapes):
     rng = np.random.default_rng(0)
     m1, m2 = (rng.standard_normal(s).astype(np.float32) for s in shapes)
@@ -48,5 +49,6 @@ def test_batched_matmul_layouts_agree_with_each_other():
 def test_batched_matmul_bad_input():
     with pytest.raises(ValueError, match="layout: expected one of leading, trailing; got 'middle'"):
         xattn.bmm_reference(np.zeros((1, 1, 2, 2)), np.zeros((1, 1, 2, 2)), layout="middle")
-    with pytest.raises(ValueError, match=r"expected m1 \(A,B,I,J\), m2 \(A,B,J,K\); got \(1, 1, 2, 3\) and \(1, 1, 2, 2\)"):
+    with pytest.raises(ValueError,
+                       match=r"expected m1 \(A,B,I,J\), m2 \(A,B,J,K\); got \(1, 1, 2, 3\) and \(1, 1, 2, 2\)"):
         xattn.bmm_reference(np.zeros((1, 1, 2, 3)), np.zeros((1, 1, 2, 2)))

@@ -87,7 +87,8 @@ def test_candidates_interleave_round_by_round_alternating_direction(clock):
 
 def test_converged_candidates_leave_the_rotation(clock):
     log = []
-    candidates = {"steady": clock.candidate("steady", [1e-3], log), "noisy": clock.candidate("noisy", [1e-3, 4e-3], log)}
+    candidates = {"steady": clock.candidate("steady", [1e-3], log),
+                  "noisy": clock.candidate("noisy", [1e-3, 4e-3], log)}
     m = measure_interleaved(candidates, min_time=0.0, max_time=0.2, warmup=0.0)
     assert m["steady"].n == timing.MIN_SAMPLES
     assert m["noisy"].n > m["steady"].n and m["noisy"].noisy

@@ -1,6 +1,6 @@
 """``python -m xattn``: the same as the ``xattn`` command."""
 
-from xattn.cli import main
+from xattn.cli import entry_point
 
 if __name__ == "__main__":
-    main(prog_name="xattn")
+    entry_point()

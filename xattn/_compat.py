@@ -1,6 +1,7 @@
 """Every framework-version switch in xattn lives here, each with the version and the change behind it.
 
-Supported: JAX 0.4.38 through 0.10.x, torch 2.5 through 2.14, NumPy >= 1.24, ml_dtypes >= 0.4.
+Supported (docs/compat.md lists what each was tested with): JAX 0.4.38 through 0.10.x with Flax
+0.10.4 through 0.12.x, torch 2.13 and 2.14, NumPy >= 1.26, ml_dtypes >= 0.5.
 Functions import their framework on call; importing this module imports none.
 """
 
@@ -63,23 +64,58 @@ def jax_has_dtype(name: str) -> bool:
 
 @functools.cache
 def jax_computes_on_strided_imports() -> bool:
-    """Whether JAX computes on a zero-copy DLPack import whose strides are not row-major.
+    """Whether JAX computes right on a zero-copy DLPack import whose strides are not row-major.
 
-    JAX 0.4.38 imports a transposed buffer (or one with odd strides on size-1 dimensions) without a
-    copy, but every operation on it then fails with "Unexpected XLA layout override"; JAX 0.10
-    computes on it. The release in between that fixed it is not pinned down here, so this probes
-    once, with a 64-byte-aligned Fortran-order NumPy buffer, the first time such a layout is met.
+    It differs from release to release (tox's matrix, docs/compat.md):
+    - JAX 0.4.38 imports a transposed buffer (or one with odd strides on size-1 dimensions) without
+      a copy, but every operation on it then fails with "Unexpected XLA layout override".
+    - JAX 0.5.3 reads it right.
+    - JAX 0.6.2 imports it and silently reads the buffer as if it were row-major: wrong values.
+    - JAX 0.7.2 refuses it ("from_dlpack got array with non-default layout").
+    - JAX 0.8.3 through 0.10.x read it right.
+    So this probes once, the first time such a layout is met: a 64-byte-aligned buffer of distinct
+    values, viewed transposed (2-d) and permuted (3-d), must come back with the same values, both
+    as imported and after an operation. Anything else means "copy to row-major first".
     """
     import jax
     import numpy as np
 
-    raw = np.zeros(64 + 8 * 4, np.uint8)
-    start = (-raw.ctypes.data) % 64
-    fortran = raw[start:start + 8 * 4].view(np.float32).reshape(2, 4).T
+    def aligned(count: int) -> np.ndarray:
+        raw = np.zeros(64 + 4 * count, np.uint8)
+        start = (-raw.ctypes.data) % 64
+        return raw[start:start + 4 * count].view(np.float32)
+
+    transposed = aligned(8).reshape(2, 4).T
+    transposed[...] = np.arange(8, dtype=np.float32).reshape(4, 2)
+    permuted = aligned(24).reshape(3, 2, 4).transpose(1, 0, 2)
+    permuted[...] = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
     try:
-        imported = jax.dlpack.from_dlpack(fortran)
-        return bool((imported + 1).block_until_ready().sum() == 8)
+        for source in (transposed, permuted):
+            imported = jax.dlpack.from_dlpack(source)
+            if not (np.array_equal(np.asarray(imported), source)
+                    and np.array_equal(np.asarray((imported + 1).block_until_ready()), source + 1)):
+                return False
+        return True
     except Exception:  # noqa: BLE001 - any failure means "copy to row-major first"
+        return False
+
+
+@functools.cache
+def jax_sdpa_runs_float16_on_cpu() -> bool:
+    """Whether ``jax.nn.dot_product_attention`` compiles a float16 call on the CPU.
+
+    JAX 0.4.38's XLA runs it; from JAX 0.5 on, XLA refuses it at compile time ("The precision
+    'F16_F16_F32' is not supported by dot_general on CPU"), which xattn's JAX backend reports as a
+    VariantUnsupportedError. Probed once, on a tiny input.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    q_BTHD = jax.device_put(jnp.ones((1, 2, 1, 4), jnp.float16), jax.devices("cpu")[0])
+    try:
+        jax.jit(jax.nn.dot_product_attention)(q_BTHD, q_BTHD, q_BTHD).block_until_ready()
+        return True
+    except Exception:  # noqa: BLE001 - any refusal means "not on this JAX"
         return False
 
 
@@ -174,9 +210,40 @@ def nnx_fresh_copy(module):
 
 def nnx_mha_kv_heads(layer) -> int:
     """Key/value heads of an ``nnx.MultiHeadAttention``."""
-    # flax 0.12.8's MultiHeadAttention has num_kv_heads (grouped-query attention); a release
-    # without the attribute has one kv head per query head.
+    # flax 0.12.6 added num_kv_heads (grouped-query attention); before it there is one kv head per
+    # query head.
     return int(getattr(layer, "num_kv_heads", None) or layer.num_heads)
+
+
+def nnx_mha_kv_features(layer) -> int:
+    """Input width of an ``nnx.MultiHeadAttention``'s keys and values."""
+    # flax 0.10.7 added in_kv_features (keys/values of another width than queries); before it, the
+    # key and value projections read in_features.
+    return int(getattr(layer, "in_kv_features", None) or layer.in_features)
+
+
+@functools.cache
+def nnx_mha_takes(argument: str) -> bool:
+    """Whether ``nnx.MultiHeadAttention(...)`` accepts ``argument``.
+
+    flax 0.10.7 added ``in_kv_features`` and flax 0.12.6 ``num_kv_heads``; passing either to an
+    older release is a TypeError, so callers that build such layers ask first.
+    """
+    import inspect
+
+    from flax import nnx
+
+    return argument in inspect.signature(nnx.MultiHeadAttention.__init__).parameters
+
+
+def nnx_params(module) -> list:
+    """``[(path, nnx.Param)]`` for every parameter of ``module``: its own Variables, not copies."""
+    from flax import nnx
+
+    # flax 0.10's nnx.state() holds VariableState copies (no .shape; writing them leaves the module
+    # unchanged); flax 0.11 made State hold the Variables themselves. nnx.iter_graph yields the
+    # module's own Params in 0.10 through 0.12 alike.
+    return [(tuple(path), node) for path, node in nnx.iter_graph(module) if isinstance(node, nnx.Param)]
 
 
 # ------------------------------------------------------------------------------------------- torch

@@ -22,6 +22,7 @@ the frameworks at its two ends.
 from __future__ import annotations
 
 import copy as _copy
+import importlib
 import sys
 
 import numpy as np
@@ -29,7 +30,7 @@ import numpy as np
 from xattn import _bridge_paths as paths
 from xattn import _bridge_rules as rules
 from xattn import _compat
-from xattn.errors import BridgeError
+from xattn.errors import BackendUnavailableError, BridgeError
 
 NUMPY, JAX, TORCH = "numpy", "jax", "torch"
 FRAMEWORKS = (NUMPY, JAX, TORCH)
@@ -133,6 +134,7 @@ def to_torch(x, *, copy: bool | None = None, device=None):
         except Exception:
             pass  # the full path below says what went wrong
     x, kind = _prepared("to_torch", x, kind, _check_copy("to_torch", copy))
+    _torch or _load_torch()  # without torch: BackendUnavailableError naming the extra, not an ImportError
     if kind == TORCH:
         return _torch_to_torch(x, copy, device)
     if kind == JAX:
@@ -158,6 +160,7 @@ def to_jax(x, *, copy: bool | None = None, device=None):
         except Exception:
             pass
     x, kind = _prepared("to_jax", x, kind, _check_copy("to_jax", copy))
+    _jax_from_dlpack or _load_jax_from_dlpack()  # without JAX: BackendUnavailableError naming the extra
     if kind == TORCH:
         return paths.torch_to_jax(x, copy, device)
     if kind == NUMPY:
@@ -182,18 +185,24 @@ def to_numpy(x, *, copy: bool | None = None):
 
 def _load_jax_from_dlpack():
     global _jax_from_dlpack
-    import jax.dlpack
-
-    _jax_from_dlpack = jax.dlpack.from_dlpack
+    _jax_from_dlpack = _import("jax.dlpack", "jax").from_dlpack
     return _jax_from_dlpack
 
 
 def _load_torch():
     global _torch
-    import torch
+    _torch = _import("torch", "torch")
+    return _torch
 
-    _torch = torch
-    return torch
+
+def _import(module: str, extra: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise BackendUnavailableError(
+            f"the bridge needs {extra}, which could not be imported ({error})."
+            f" Install it with: pip install 'xattn[{extra}]'"
+        ) from None
 
 
 def _torch_to_torch(x, copy, device):

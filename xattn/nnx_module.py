@@ -179,8 +179,8 @@ class _NnxMhaAdapter(_FlaxAdapter):
                                " no other layer can reproduce, so outputs would differ; call layer.eval() first"
                                " (or build it with deterministic=True or dropout_rate=0)")
         return LayerConfig(
-            kind=self.kind, embed=layer.in_features, key_embed=layer.in_kv_features,
-            value_embed=layer.in_kv_features, out_embed=layer.out_features, heads=layer.num_heads,
+            kind=self.kind, embed=layer.in_features, key_embed=_compat.nnx_mha_kv_features(layer),
+            value_embed=_compat.nnx_mha_kv_features(layer), out_embed=layer.out_features, heads=layer.num_heads,
             kv_heads=_compat.nnx_mha_kv_heads(layer), head_dim=layer.head_dim, bias=bool(layer.use_bias),
             scale=default_scale(layer.head_dim, None), dtype=_compat.nnx_value(layer.query.kernel).dtype.name,
             names=self._NAMES, unsupported=tuple(unsupported),

@@ -178,7 +178,7 @@ def _blocked(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
 
 def _tiled(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
     """The twin of JAX's ``tiled``: exact softmax per query tile, batch axes (B, G) leading."""
-    B, T, S = x.shape[0], x.shape[1], kv.shape[1]
+    T, S = x.shape[1], kv.shape[1]
     H, G, D = wq.shape[0], wk.shape[0], wk.shape[2]
     R = H // G
     acc_dtype = torch.float32 if x.dtype in _LOW_PRECISION else x.dtype

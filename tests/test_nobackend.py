@@ -1,0 +1,72 @@
+"""xattn with NumPy alone, for real: no JAX, no torch installed (tox's ``nobackend`` env).
+
+Every test here asks what a user without a framework sees: the import works, the CLI helps, and
+each framework-needing call names the extra to install instead of raising a bare ImportError.
+With a framework installed these tests skip; test_import.py covers the same ground there by
+hiding the frameworks in a subprocess.
+"""
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import xattn
+from xattn.cli import main
+
+FRAMEWORKS = ("jax", "torch")
+pytestmark = pytest.mark.skipif(
+    any(importlib.util.find_spec(name) is not None for name in FRAMEWORKS),
+    reason="a framework is installed: these tests check a NumPy-only install (tox -e nobackend)",
+)
+
+
+def test_import_works_and_the_core_runs():
+    spec = xattn.AttentionSpec(batch=1, q_len=4, embed=8, heads=2)
+    inputs = xattn.make_inputs(spec)
+    assert xattn.reference(inputs.x, *inputs.weights()).shape == (1, 4, 8)
+    assert not set(FRAMEWORKS) & set(sys.modules)
+
+
+def test_console_script_help():
+    executable = shutil.which("xattn")
+    assert executable, "the xattn console script is not on PATH"
+    result = subprocess.run([executable, "--help"], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "Compare attention implementations" in result.stdout
+
+
+@pytest.mark.parametrize("name", FRAMEWORKS)
+def test_backend_names_the_extra(name):
+    with pytest.raises(xattn.BackendUnavailableError, match=rf"pip install 'xattn\[{name}\]'"):
+        xattn.variants(name)
+
+
+@pytest.mark.parametrize("backends", ["jax", "torch", "jax,torch"])
+def test_cli_compare_names_the_extra(backends):
+    result = CliRunner().invoke(main, ["compare", "--backends", backends, "--no-timing"])
+    assert result.exit_code == 2, result.output
+    assert f"pip install 'xattn[{backends.split(',')[0]}]'" in result.output
+
+
+def test_cli_compare_without_any_backend_names_both_extras():
+    result = CliRunner().invoke(main, ["compare", "--no-timing"])
+    assert result.exit_code == 2, result.output
+    assert "pip install 'xattn[jax]'" in result.output and "pip install 'xattn[torch]'" in result.output
+
+
+def test_cli_env_reports_the_frameworks_missing():
+    result = CliRunner().invoke(main, ["env"])
+    assert result.exit_code == 0, result.output
+    for name in FRAMEWORKS:
+        assert f"pip install 'xattn[{name}]'" in result.output
+
+
+@pytest.mark.parametrize("convert, name", [(xattn.to_torch, "torch"), (xattn.to_jax, "jax")])
+def test_bridge_names_the_extra(convert, name):
+    with pytest.raises(xattn.BackendUnavailableError, match=rf"pip install 'xattn\[{name}\]'"):
+        convert(np.ones(3, np.float32))
