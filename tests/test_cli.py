@@ -121,7 +121,8 @@ def test_usage_errors_exit_2_with_one_line_reason(args, message):
 
 
 def test_missing_framework_is_a_usage_error_naming_the_extra():
-    code = "import sys; sys.modules['torch'] = None; from xattn.cli import main; main(['compare', '--backends', 'torch'])"
+    code = ("import sys; sys.modules['torch'] = None; from xattn.cli import main;"
+            " main(['compare', '--backends', 'torch'])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "pip install 'xattn[torch]'" in result.stderr and "Traceback" not in result.stderr

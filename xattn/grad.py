@@ -25,7 +25,6 @@ from xattn.drift import (
     naive_budget,
     rounding_step,
     tolerance_budget,
-    tolerance_excess,
     within_budget,
 )
 from xattn.layer_oracle import reference_vjp
@@ -137,8 +136,7 @@ def gradient_rows(fn_a, fn_b, frameworks, names, host, *, reference=None, grad_r
     Without either, ``a`` is held to that tolerance around ``b``, as outputs are. ``outputs``: the
     forward's ``[(path, array)]`` (for C's shapes).
     """
-    from xattn.port import PortPair, PortRow, _call
-    from xattn.drift import attribute
+    from xattn.port import PortRow, _call, _verdict, judge_pair
 
     frameworks = tuple(frameworks)
     for name, framework in zip(names, frameworks):
@@ -182,15 +180,9 @@ def gradient_rows(fn_a, fn_b, frameworks, names, host, *, reference=None, grad_r
             budget = _floored(naive_budget(candidate, expected, dtype), expected, largest)
         else:
             budget = tolerance_budget(dtype, rtol, atol)
-        verdicts = []
-        for name, actual in ((names[0], a), (names[1], b)):
-            metrics = drift_metrics(actual, expected, dtype)
-            verdict = _verdict(metrics, budget, actual, expected)
-            verdicts.append(verdict == "ok")
-            sides.append(PortRow(name, quantity, verdict, metrics, budget))
-        between = drift_metrics(a, b.astype(np.float64), dtype)
-        over, attribution = attribute(names[0], verdicts[0], names[1], verdicts[1])
-        pairs.append(PortPair(quantity, between.max_abs_err, between.rel_l2_err, over, attribution))
+        rows, pair = judge_pair(quantity, names, a, b, expected, dtype, budget)
+        sides += rows
+        pairs.append(pair)
     return sides, pairs
 
 
@@ -243,11 +235,6 @@ def _float64_vjp(fn, framework, host, cotangents, wrt):
 def _run_dtype(array) -> str:
     name = np.asarray(array).dtype.name
     return name if name in ("float16", "bfloat16", "float32", "float64") else "float64"
-
-
-def _verdict(metrics, budget, actual, expected) -> str:
-    excess = tolerance_excess(actual, expected, budget) if budget.method == "tolerance" else None
-    return "ok" if within_budget(metrics, budget, excess) else "drift"
 
 
 # ----------------------------------------------------------------------- rows for xattn.compare

@@ -253,7 +253,9 @@ def _check_same_structure(names, out_a, out_b) -> None:
                          f" {paths_a} and {names[1]}: {paths_b}")
     for (path, a), (_, b) in zip(out_a, out_b):
         if a.shape != b.shape:
-            raise ValueError(f"check_port: {path}: expected equal shapes; got {names[0]} {a.shape}, {names[1]} {b.shape}")
+            raise ValueError(
+                f"check_port: {path}: expected equal shapes; got {names[0]} {a.shape}, {names[1]} {b.shape}"
+            )
 
 
 def _verdict(metrics: DriftMetrics, budget: Budget, actual, expected) -> str:
@@ -294,16 +296,23 @@ def _attributed(names, out_a, out_b, reference, host, rtol, atol):
             budget = naive_budget(np.asarray(candidate), expected, dtype)
         else:
             budget = tolerance_budget(dtype, rtol, atol)
-        verdicts = []
-        for name, actual in ((names[0], a), (names[1], b)):
-            metrics = drift_metrics(actual, expected, dtype)
-            verdict = _verdict(metrics, budget, actual, expected)
-            verdicts.append(verdict == "ok")
-            sides.append(PortRow(name, path, verdict, metrics, budget))
-        between = drift_metrics(a, b.astype(np.float64), dtype)
-        over, attribution = attribute(names[0], verdicts[0], names[1], verdicts[1])
-        pairs.append(PortPair(path, between.max_abs_err, between.rel_l2_err, over, attribution))
+        rows, pair = judge_pair(path, names, a, b, expected, dtype, budget)
+        sides += rows
+        pairs.append(pair)
     return sides, pairs
+
+
+def judge_pair(quantity, names, a, b, expected, dtype, budget):
+    """Both sides of one quantity against the float64 ``expected``, and their difference: (rows, pair)."""
+    rows, verdicts = [], []
+    for name, actual in ((names[0], a), (names[1], b)):
+        metrics = drift_metrics(actual, expected, dtype)
+        verdict = _verdict(metrics, budget, actual, expected)
+        verdicts.append(verdict == "ok")
+        rows.append(PortRow(name, quantity, verdict, metrics, budget))
+    between = drift_metrics(a, b.astype(np.float64), dtype)
+    over, attribution = attribute(names[0], verdicts[0], names[1], verdicts[1])
+    return rows, PortPair(quantity, between.max_abs_err, between.rel_l2_err, over, attribution)
 
 
 def _is_float_array(value) -> bool:

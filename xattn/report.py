@@ -16,8 +16,8 @@ import textwrap
 
 import tabulate as _tabulate_module
 
-from xattn.schema import SCHEMA_ID
 from xattn.results import UNSUPPORTED
+from xattn.schema import SCHEMA_ID
 from xattn.timing import NOISE_THRESHOLD
 
 FORMATS = ("table", "json", "markdown", "csv")
@@ -314,7 +314,7 @@ def render_drift_report(report) -> str:
     for output, budget in budgets.items():
         lines.append(_wrap(f"budget {output}: ", f"{budget.describe()} ({budget.dtype})"))
     for pair in report.pairs:
-        lines.append(_wrap(f"{pair.output}: ", f"max diff |a-b| {_sci(pair.max_abs_diff)}, rel L2 {_sci(pair.rel_l2_diff)};"
-                                               f" {pair.attribution}"))
+        difference = f"max diff |a-b| {_sci(pair.max_abs_diff)}, rel L2 {_sci(pair.rel_l2_diff)}"
+        lines.append(_wrap(f"{pair.output}: ", f"{difference}; {pair.attribution}"))
     lines.append(f"verdict: {'ok' if report.ok else 'NOT OK'}")
     return "\n".join(lines) + "\n"
