@@ -162,7 +162,7 @@ def render(results: list[EnvResult], info: dict, ci_envs: list[str], pytest_args
         "in each env, read back from the env itself. Every env but `nobackend` demands both frameworks",
         "(`XATTN_REQUIRE_BACKENDS=jax,torch`), so a framework that fails to import fails the run.",
         "",
-        "Run: " + ", ".join(f"{key} {value}" for key, value in info.items())
+        f"Run started {info['date']}; " + ", ".join(f"{key} {value}" for key, value in info.items() if key != "date")
         + (f"; pytest arguments added: `{' '.join(pytest_args)}`" if pytest_args else ""),
         "",
         "| env | python | " + " | ".join(PACKAGES) + " | result | passed | failed | skipped | time |",
@@ -181,10 +181,10 @@ def render(results: list[EnvResult], info: dict, ci_envs: list[str], pytest_args
         "",
         *(f"- `{result.name}`: {result.description}" for result in results),
         "",
-        f"CI (`.ci/run`, the README's test command `tox run -m {CI_LABEL}`) runs"
-        f" {', '.join(f'`{name}`' for name in ci_envs)}:",
-        "the default env and the oldest and newest JAX. The rest of the matrix runs only here, through",
-        "this script, because the whole of it takes far longer than CI's time limit allows.",
+        f"CI (`.ci/run`, the README's test command `tox run -m {CI_LABEL}`) runs only"
+        f" {', '.join(f'`{name}`' for name in ci_envs)} (marked CI above; the tox label `{CI_LABEL}` says which).",
+        "The rest of the matrix runs only through this script, to keep CI short: each env adds a fresh",
+        "install (1-4 minutes here) to its test run.",
         "",
         "Not tried: torch releases other than 2.13.0 (a CPU build) and 2.14.1 (a CUDA build, run on",
         "CPU). Both lie on this machine's disk; every other torch release on PyPI is a multi-GB CUDA",

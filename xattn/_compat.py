@@ -156,6 +156,15 @@ def jax_from_dlpack(producer, *, copy: bool | None = None, device=None):
     return jax.dlpack.from_dlpack(producer, device=device, copy=copy)
 
 
+def jax_dlpack_has_float8() -> bool:
+    """Whether JAX's DLPack import and export know the float8 type codes (DLPack 1.1)."""
+    import jax
+
+    # JAX 0.4.38's DLPack has no float8 (see jax_dlpack_dtype_error); 0.5.3 and every later release
+    # in tox's matrix map them both ways.
+    return version_tuple(jax.__version__) >= (0, 5)
+
+
 def jax_dlpack_dtype_error(error: BaseException) -> bool:
     """Whether a JAX DLPack failure means "this dtype has no DLPack code here"."""
     # JAX 0.4.38: "Unknown or invalid DLPack type code 10" (import) and "XLA type F8E4M3FN has no
