@@ -567,3 +567,13 @@ def test_bench_bridge_prints_its_table(jax, torch, capsys):
     script.main(["--rounds", "2", "--budget-ms", "0.5"])
     out = capsys.readouterr().out
     assert "jax->torch" in out and "torch->jax" in out and "xattn/bare" in out
+
+
+@pytest.mark.parametrize("source", ["numpy", "torch"])
+def test_empty_arrays_convert_under_copy_false_wherever_they_start(source, jax, torch):
+    # An empty slice may start anywhere; with no bytes to share, XLA's 64-byte alignment rule must
+    # not turn copy=False into a refusal that depends on where the allocator put the buffer.
+    base = np.zeros(40, np.float16) if source == "numpy" else torch.zeros(40, dtype=torch.float16)
+    for offset in range(8):
+        result = xattn.to_jax(base[offset:offset], copy=False)
+        assert result.shape == (0,) and str(result.dtype) == "float16"

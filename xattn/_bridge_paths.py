@@ -87,7 +87,9 @@ def torch_to_jax(x, copy, device):
             raise layout_refusal(call, x.shape, x.stride())
         x, copied = x.clone(memory_format=torch.contiguous_format), True
     jax_device = jax_device_of(device)
-    strict = False if copy is False else None
+    # An empty tensor has no bytes to share: asking JAX for strict aliasing would only make the
+    # answer depend on where the allocator happened to put it (XLA's alignment rule).
+    strict = False if copy is False and x.numel() else None
     try:
         result = _compat.jax_from_dlpack(x, copy=strict, device=jax_device)
     except Exception as error:
@@ -282,7 +284,9 @@ def numpy_to_jax(x, copy, device):
         result = jax.device_put(x, jax_device if jax_device is not None else jax.devices("cpu")[0])
     else:
         try:
-            result = _compat.jax_from_dlpack(x, copy=False if copy is False else None, device=jax_device)
+            # empty arrays: nothing to alias, so no alignment refusal (see the torch path)
+            strict = False if copy is False and x.size else None
+            result = _compat.jax_from_dlpack(x, copy=strict, device=jax_device)
         except Exception as error:
             if _compat.jax_dlpack_alignment_error(error):
                 raise alignment_refusal(call, x.ctypes.data) from None
