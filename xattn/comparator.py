@@ -17,7 +17,7 @@ import itertools
 from typing import Callable, Iterable
 
 from xattn import frameworks
-from xattn.drift import attribute, drift_metrics, naive_attention, naive_budget, within_budget
+from xattn.drift import attribute, drift_metrics, naive_attention, naive_budget, naive_runs, within_budget
 from xattn.errors import VariantUnsupportedError
 from xattn.results import DRIFT, ERROR, NOT_RUN, OK, OUTPUT, UNSUPPORTED, Pair, Report, Row
 from xattn.spec import AttentionSpec, make_inputs
@@ -135,7 +135,8 @@ def compare(
     oracle = reference(
         inputs.x, *inputs.weights(), kv=inputs.kv, causal=spec.causal, key_lengths=inputs.key_lengths, scale=spec.scale
     )
-    naive = naive_attention(inputs, causal=spec.causal, scale=spec.scale, dtype=spec.dtype)
+    naive = naive_runs(lambda seed: naive_attention(inputs, causal=spec.causal, scale=spec.scale, dtype=spec.dtype,
+                                                    rounding_seed=seed), oracle.size, spec.dtype)
     budget = naive_budget(naive, oracle, spec.dtype)
 
     threads = _equal_threads(names, threads)

@@ -23,7 +23,10 @@ from xattn.drift import (
     NAIVE_FACTOR,
     drift_metrics,
     naive_budget,
+    naive_run_count,
+    naive_runs,
     rounding_step,
+    takes_rounding_seed,
     tolerance_budget,
     within_budget,
 )
@@ -159,7 +162,13 @@ def gradient_rows(fn_a, fn_b, frameworks, names, host, *, reference=None, grad_r
         as_f64 = [np.asarray(v, np.float64) if differentiable(v) else v for v in host]
         f64_cot = np.asarray(cot, np.float64) if not isinstance(cot, list) else [np.asarray(c, np.float64) for c in cot]
         oracle = _aligned(grad_reference(*as_f64, cotangent=f64_cot), labels, wrt)
-        naive = _aligned(grad_reference(*host, cotangent=cot), labels, wrt)
+        naive = [_aligned(grad_reference(*host, cotangent=cot), labels, wrt)]
+        if takes_rounding_seed(grad_reference):
+            smallest = min(g.size for g in naive[0])
+            wide = all(g.dtype == np.float64 for g in naive[0])
+            naive += [_aligned(run, labels, wrt) for run in naive_runs(
+                lambda seed: grad_reference(*host, cotangent=cot, rounding_seed=seed), smallest,
+                "float64" if wide else None)[1:]]
     elif reference is not None:
         oracle = _float64_vjp(fn_a, frameworks[0], host, cotangents, wrt)  # naive stays None: tolerance
     sides, pairs = [], []
@@ -175,9 +184,10 @@ def gradient_rows(fn_a, fn_b, frameworks, names, host, *, reference=None, grad_r
             sides.append(PortRow(f"{names[0]} vs {names[1]}", quantity, verdict, metrics, budget))
             continue
         expected = np.asarray(oracle[k], np.float64)
-        candidate = None if naive is None else np.asarray(naive[k])
+        candidate = None if naive is None else np.asarray(naive[0][k])
         if candidate is not None and _run_dtype(candidate) == dtype:
-            budget = _floored(naive_budget(candidate, expected, dtype), expected, largest)
+            runs = [np.asarray(run[k]) for run in naive][:naive_run_count(expected.size)]
+            budget = _floored(naive_budget(runs, expected, dtype), expected, largest)
         else:
             budget = tolerance_budget(dtype, rtol, atol)
         rows, pair = judge_pair(quantity, names, a, b, expected, dtype, budget)
@@ -261,10 +271,14 @@ def compare_gradients(plan, spec, inputs, device, progress=None):
     C = cotangent_like(np.zeros(inputs.x.shape, numpy_dtype(spec.dtype)))
     common = dict(kv=inputs.kv if cross else None, causal=spec.causal, key_lengths=inputs.key_lengths, scale=spec.scale)
     oracle = reference_vjp(inputs.x, *inputs.weights(), cotangent=C.astype(np.float64), **common)
-    naive = reference_vjp(inputs.x, *inputs.weights(), cotangent=C, dtype=spec.dtype, **common)
+    naive = naive_runs(lambda seed: reference_vjp(inputs.x, *inputs.weights(), cotangent=C, dtype=spec.dtype,
+                                                  rounding_seed=seed, **common),
+                       min(g.size for g in oracle.values()), spec.dtype)
     largest = max(float(np.abs(g).max(initial=0.0)) for g in oracle.values())
-    budgets = {name: _floored(naive_budget(naive[name], oracle[name], spec.dtype), oracle[name], largest)
-               for name in labels}
+    budgets = {}
+    for name in labels:
+        runs = [run[name] for run in naive][:naive_run_count(oracle[name].size)]
+        budgets[name] = _floored(naive_budget(runs, oracle[name], spec.dtype), oracle[name], largest)
     rows, grads = [], {}
     for backend, variant in plan:
         say(f"differentiating {backend}/{variant}")

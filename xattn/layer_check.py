@@ -78,15 +78,19 @@ class LayerFunction:
         x, kv, weights = self._split(args)
         return x, dict(weights, kv=kv, causal=self.causal, key_lengths=self.key_lengths, scale=self.config.scale)
 
-    def reference(self, *args) -> np.ndarray:
-        """The float64 oracle of these arguments (the naive computation when they are not float64)."""
-        x, keywords = self._keywords(args)
-        return layer_reference(x, **keywords, dtype=None if np.asarray(x).dtype == np.float64 else x.dtype)
+    def reference(self, *args, rounding_seed=None) -> np.ndarray:
+        """The float64 oracle of these arguments (the naive computation when they are not float64).
 
-    def reference_vjp(self, *args, cotangent) -> tuple[np.ndarray, ...]:
+        ``rounding_seed``: the naive computation with random rounding (:mod:`xattn.drift`).
+        """
+        x, keywords = self._keywords(args)
+        return layer_reference(x, **keywords, dtype=None if np.asarray(x).dtype == np.float64 else x.dtype,
+                               rounding_seed=rounding_seed)
+
+    def reference_vjp(self, *args, cotangent, rounding_seed=None) -> tuple[np.ndarray, ...]:
         """The float64 gradients of ⟨out, cotangent⟩ for every argument, in argument order."""
         x, keywords = self._keywords(args)
-        grads = reference_vjp(x, **keywords, cotangent=cotangent,
+        grads = reference_vjp(x, **keywords, cotangent=cotangent, rounding_seed=rounding_seed,
                               dtype=None if np.asarray(x).dtype == np.float64 else x.dtype)
         return tuple(grads[name] for name in self.names)
 

@@ -12,21 +12,14 @@ from __future__ import annotations
 import numpy as np
 
 from xattn.contract import attention_dims, default_scale
+from xattn.drift import stage_rounding
 from xattn.oracle import key_mask_BTS
 from xattn.spec import numpy_dtype
 
 
-def _stages(dtype):
-    """(accumulation dtype, rounding of one stage's result) for a computation in ``dtype``."""
-    if dtype is None or np.dtype(dtype) == np.float64:
-        return np.dtype(np.float64), lambda array: array
-    run = np.dtype(dtype)
-    return np.dtype(np.float32), lambda array: np.asarray(array).astype(run).astype(np.float32)
-
-
-def _forward(x, kv, wq, wk, wv, wo, biases, causal, key_lengths, scale, dtype):
-    """Every intermediate of the layer's forward, accumulated and rounded as ``dtype`` says."""
-    acc, stage = _stages(dtype)
+def _forward(x, kv, wq, wk, wv, wo, biases, causal, key_lengths, scale, stages):
+    """Every intermediate of the layer's forward, accumulated and rounded as ``stages`` says."""
+    acc, stage = stages
     B, T, S, E, H, G, D = attention_dims(x, kv, wq, wk, wv, wo, causal=causal, key_lengths=key_lengths)
     X_BTE, Y_BSE = np.asarray(x, acc), np.asarray(kv, acc)
     WQ, WK, WV, WO = (np.asarray(w, acc) for w in (wq, wk, wv, wo))
@@ -58,31 +51,34 @@ def _forward(x, kv, wq, wk, wv, wo, biases, causal, key_lengths, scale, dtype):
 
 
 def layer_reference(x, wq, wk, wv, wo, bq=None, bk=None, bv=None, bo=None, *, kv=None, causal=False,
-                    key_lengths=None, scale=None, dtype=None) -> np.ndarray:
+                    key_lengths=None, scale=None, dtype=None, rounding_seed=None) -> np.ndarray:
     """The contract's attention plus the layers' projection biases, in float64 (``dtype=None``).
 
     With every bias ``None`` this is :func:`xattn.reference`. ``dtype`` (e.g. ``"float32"``) gives
-    the naive computation instead: each stage rounded to that dtype, as an eager framework would.
+    the naive computation instead: each stage rounded to that dtype, as an eager framework would
+    (``rounding_seed``: randomly, :func:`xattn.drift.stage_rounding`).
     """
     kv = x if kv is None else kv
     dtype = None if dtype is None else numpy_dtype(dtype) if isinstance(dtype, str) else dtype
-    state = _forward(x, kv, wq, wk, wv, wo, (bq, bk, bv, bo), causal, key_lengths, scale, dtype)
+    stages = stage_rounding(dtype, rounding_seed)
+    state = _forward(x, kv, wq, wk, wv, wo, (bq, bk, bv, bo), causal, key_lengths, scale, stages)
     return state["out_BTE"] if dtype is None else state["out_BTE"].astype(dtype)
 
 
 def reference_vjp(x, wq, wk, wv, wo, bq=None, bk=None, bv=None, bo=None, *, cotangent, kv=None, causal=False,
-                  key_lengths=None, scale=None, dtype=None) -> dict[str, np.ndarray]:
+                  key_lengths=None, scale=None, dtype=None, rounding_seed=None) -> dict[str, np.ndarray]:
     """Gradients of ⟨out, cotangent⟩ for :func:`layer_reference`, in float64 (``dtype=None``).
 
     Returns ``{"x", "kv" (only when kv is given), "wq", "wk", "wv", "wo", and "bq".."bo" for the
     biases given}``. ``dtype`` gives the naive same-dtype backward (every stage rounded), the
-    budget's yardstick. Shapes as in :func:`xattn.reference`; cotangent (B,T,E).
+    budget's yardstick (``rounding_seed``: with random rounding, :func:`xattn.drift.stage_rounding`).
+    Shapes as in :func:`xattn.reference`; cotangent (B,T,E).
     """
     cross = kv is not None
     kv = x if kv is None else kv
     dtype = None if dtype is None else numpy_dtype(dtype) if isinstance(dtype, str) else dtype
-    acc, stage = _stages(dtype)
-    f = _forward(x, kv, wq, wk, wv, wo, (bq, bk, bv, bo), causal, key_lengths, scale, dtype)
+    acc, stage = stages = stage_rounding(dtype, rounding_seed)
+    f = _forward(x, kv, wq, wk, wv, wo, (bq, bk, bv, bo), causal, key_lengths, scale, stages)
     B, T, S, E, H, G, D = f["dims"]
     P_BGRTS, Q_BTGRD, K_BSGD, V_BSGD = f["P_BGRTS"], f["Q_BTGRD"], f["K_BSGD"], f["V_BSGD"]
     scale = acc.type(default_scale(D, scale))

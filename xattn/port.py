@@ -7,7 +7,9 @@ Both run on the very same input bits, bridged zero-copy into each one's framewor
   side's drift is measured against the oracle and held to the FlashAttention-style budget, whose
   naive computation is the same reference run on the inputs as they are (in the run dtype); the
   side over budget is named. A reference that cannot run in the run dtype falls back to
-  torch.testing's tolerance against the oracle.
+  torch.testing's tolerance against the oracle. A reference with a ``rounding_seed=None`` keyword
+  (as :func:`xattn.layer_reference`) is rerun with random rounding where the outputs are small, and
+  the naive error is the worst run's (:mod:`xattn.drift`).
 - without it, ``a`` is held to torch.testing's per-dtype rtol/atol around ``b``: no attribution.
 """
 
@@ -26,6 +28,9 @@ from xattn.drift import (
     attribute,
     drift_metrics,
     naive_budget,
+    naive_run_count,
+    naive_runs,
+    takes_rounding_seed,
     tolerance_budget,
     tolerance_excess,
     within_budget,
@@ -285,6 +290,12 @@ def _attributed(names, out_a, out_b, reference, host, rtol, atol):
         naive = dict(_leaves(reference(*host)))
     except Exception:  # a reference that cannot run in the run dtype: fall back to the tolerance
         naive = {}
+    repeats = []  # random-rounding repeats, from a reference that takes rounding_seed (xattn.drift)
+    if naive and takes_rounding_seed(reference):
+        smallest = min(np.asarray(v).size for v in naive.values())
+        wide = all(np.asarray(v).dtype == np.float64 for v in naive.values())
+        repeats = [dict(_leaves(run)) for run in naive_runs(lambda seed: reference(*host, rounding_seed=seed),
+                                                            smallest, "float64" if wide else None)[1:]]
     sides, pairs = [], []
     for (path, a), (_, b) in zip(out_a, out_b):
         if path not in oracle:
@@ -293,7 +304,8 @@ def _attributed(names, out_a, out_b, reference, host, rtol, atol):
         dtype = _run_dtype(a)
         candidate = naive.get(path)
         if candidate is not None and str(np.asarray(candidate).dtype) == dtype:
-            budget = naive_budget(np.asarray(candidate), expected, dtype)
+            runs = [np.asarray(candidate)] + [np.asarray(run[path]) for run in repeats]
+            budget = naive_budget(runs[:naive_run_count(expected.size)], expected, dtype)
         else:
             budget = tolerance_budget(dtype, rtol, atol)
         rows, pair = judge_pair(path, names, a, b, expected, dtype, budget)

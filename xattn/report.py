@@ -92,6 +92,7 @@ def row_dict(row) -> dict:
         "budget_method": budget.method if budget else None,
         "naive_max_abs_err": _finite(budget.naive_max_abs_err) if budget else None,
         "rounding_step": _finite(budget.rounding_step) if budget else None,
+        "naive_runs": budget.naive_runs if budget else None,
         "median_s": timing.median_s if timing else None,
         "iqr_s": timing.iqr_s if timing else None,
         "min_s": timing.min_s if timing else None,

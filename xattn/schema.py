@@ -16,7 +16,7 @@ RESULT_SCHEMA = {
     "required": [
         "backend", "variant", "quantity", "dtype", "device", "verdict", "error", "error_type",
         "max_abs_err", "mean_abs_err", "rel_l2_err", "max_ulp", "dissimilarity", "nonfinite_mismatches",
-        "budget", "budget_method", "naive_max_abs_err", "rounding_step",
+        "budget", "budget_method", "naive_max_abs_err", "rounding_step", "naive_runs",
         "median_s", "iqr_s", "min_s", "n", "number", "noisy", "compile_s", "first_call_s", "gflops", "notes",
     ],
     "properties": {
@@ -38,6 +38,7 @@ RESULT_SCHEMA = {
         "budget_method": {"enum": ["naive", "tolerance", None]},
         "naive_max_abs_err": _number,
         "rounding_step": _number,
+        "naive_runs": _integer,
         "median_s": _number,
         "iqr_s": _number,
         "min_s": _number,

@@ -1,0 +1,119 @@
+"""The naive error as the worst of several random-rounding runs, where an output is small. NumPy only.
+
+One naive run gives one draw of rounding error per element; on a 4-element bias gradient the
+largest of four draws can sit far below what an equally good float32 program gets. These tests
+pin the ensemble's parts and show, on the tiny layer of tests/test_porting.py, that the old
+one-run budget rejects legitimate float32 programs which the ensemble budget accepts.
+"""
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from xattn.drift import (
+    MAX_NAIVE_RUNS,
+    NAIVE_DRAWS,
+    drift_metrics,
+    naive_attention,
+    naive_budget,
+    naive_run_count,
+    naive_runs,
+    stage_rounding,
+    takes_rounding_seed,
+    within_budget,
+)
+from xattn.layer_oracle import reference_vjp
+from xattn.spec import AttentionSpec, make_inputs
+
+
+@pytest.mark.parametrize("size, runs", [(1, MAX_NAIVE_RUNS), (4, MAX_NAIVE_RUNS), (100, 41), (NAIVE_DRAWS, 1),
+                                        (10 * NAIVE_DRAWS, 1), (0, MAX_NAIVE_RUNS)])
+def test_run_count_reaches_the_draws_within_the_cap(size, runs):
+    assert naive_run_count(size) == runs
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_random_rounding_moves_a_value_at_most_one_ulp(dtype):
+    values = np.random.default_rng(0).standard_normal(10_000)
+    acc, nearest = stage_rounding(dtype)
+    _, randomly = stage_rounding(dtype, seed=3)
+    assert acc == np.float32
+    near, rand = nearest(values).astype(np.float64), randomly(values).astype(np.float64)
+    eps = float(ml_dtypes.finfo(dtype).eps)
+    # a draw of at most half an ulp, then a rounding of at most half an ulp: one ulp (eps) in all
+    assert (np.abs(rand - values) / np.abs(values)).max() <= eps * (1 + eps)
+    assert (np.abs(near - values) <= np.abs(rand - values)).all()  # round-to-nearest is the closest
+    assert 0 < np.count_nonzero(rand != near) < rand.size  # some results land on the other neighbour
+    np.testing.assert_array_equal(stage_rounding(dtype, seed=3)[1](values), rand)  # the seed reproduces it
+    assert not np.array_equal(stage_rounding(dtype, seed=4)[1](values), rand)
+
+
+def test_float64_runs_are_never_perturbed():
+    values = np.random.default_rng(0).standard_normal(100)
+    _, stage = stage_rounding("float64", seed=7)
+    np.testing.assert_array_equal(stage(values), values)
+    assert len(naive_runs(lambda seed: values, size=1, dtype="float64")) == 1
+
+
+def test_the_budget_takes_the_worst_run_and_says_how_many():
+    expected = np.linspace(-1, 1, 8)
+    small, large = expected + 1e-7, expected + 3e-7
+    budget = naive_budget([small, large, small], expected, "float32")
+    assert budget.naive_max_abs_err == pytest.approx(3e-7)
+    assert budget.naive_runs == 3 and "worst of 3 runs" in budget.describe()
+    assert naive_budget(small, expected, "float32").naive_runs == 1
+    with pytest.raises(ValueError, match="at least one"):
+        naive_budget([], expected, "float32")
+
+
+def test_naive_attention_repeats_differ_but_only_by_rounding():
+    spec = AttentionSpec(batch=1, q_len=4, embed=8, heads=2)
+    inputs = make_inputs(spec)
+    runs = naive_runs(lambda seed: naive_attention(inputs, dtype="float32", rounding_seed=seed), 4 * 8, "float32")
+    assert len(runs) == naive_run_count(32) == MAX_NAIVE_RUNS
+    assert not np.array_equal(runs[0], runs[1])
+    np.testing.assert_allclose(runs[1], runs[0], rtol=0, atol=1e-5)
+
+
+def test_references_that_take_a_seed_are_recognised():
+    assert takes_rounding_seed(reference_vjp)
+    assert not takes_rounding_seed(lambda x: x)
+    assert not takes_rounding_seed(np.add)  # no signature to read: one run
+
+
+def _tiny_layer():
+    """The E=8, H=2, one-kv-head causal layer with key padding of tests/test_porting.py, in float32."""
+    rng = np.random.default_rng(1)
+    shapes = {"wq": (2, 8, 4), "wk": (1, 8, 4), "wv": (1, 8, 4), "wo": (2, 4, 8),
+              "bq": (2, 4), "bk": (1, 4), "bv": (1, 4), "bo": (8,)}
+    weights = {name: (0.5 * rng.standard_normal(shape)).astype(np.float32) for name, shape in shapes.items()}
+    x = np.random.default_rng(0).standard_normal((2, 5, 8)).astype(np.float32)
+    cotangent = np.random.default_rng(2).standard_normal((2, 5, 8)).astype(np.float32)
+    return x, weights, dict(causal=True, key_lengths=np.array([3, 5], np.int32)), cotangent
+
+
+def test_the_one_run_budget_rejects_programs_the_ensemble_accepts():
+    x, weights, masks, cotangent = _tiny_layer()
+    oracle = reference_vjp(x.astype(np.float64), **{k: w.astype(np.float64) for k, w in weights.items()},
+                           cotangent=cotangent.astype(np.float64), **masks)
+
+    def naive(seed):
+        return reference_vjp(x, **weights, cotangent=cotangent, dtype="float32", rounding_seed=seed, **masks)
+
+    runs = naive_runs(naive, min(g.size for g in oracle.values()), "float32")
+    # Other float32 programs: the same algorithm, rounded by draws that the budget never saw.
+    others = [naive(seed) for seed in range(1000, 1040)]
+    largest = max(np.abs(g).max() for g in oracle.values())
+    one_run_rejects = ensemble_rejects = 0
+    for name, expected in oracle.items():
+        one_run = naive_budget(runs[0][name], expected, "float32")
+        ensemble = naive_budget([run[name] for run in runs][:naive_run_count(expected.size)], expected, "float32")
+        assert ensemble.max_abs >= one_run.max_abs
+        for other in others:
+            metrics = drift_metrics(other[name], expected, "float32")
+            one_run_rejects += not within_budget(metrics, one_run)
+            ensemble_rejects += not within_budget(metrics, ensemble)
+        off_by_a_bug = other[name].astype(np.float64) + 1e-4 * largest  # e.g. a dropped bias term
+        assert not within_budget(drift_metrics(off_by_a_bug, expected, "float32"), ensemble), name
+    assert one_run_rejects > 0
+    assert ensemble_rejects == 0
