@@ -172,7 +172,9 @@ def test_tiled_across_ragged_query_tiles_and_row_chunks(backend, dtype, monkeypa
     if backend == "jax":
         # Force several (kv-head row) chunks at this small size; build() caches per configuration.
         monkeypatch.setattr(module, "TILE_BYTES", 64 * 1024)
+        monkeypatch.setattr(module, "QUERY_TILE", 128)
         module.build.cache_clear()
+    assert module.QUERY_TILE == 128
     # q_len 150 = one full query tile of 128 and a ragged one of 22
     spec = AttentionSpec(batch=3, q_len=150, embed=32, heads=4, kv_heads=2, causal=True,
                          key_lengths=(150, 1, 77), dtype=dtype)

@@ -19,11 +19,13 @@ from xattn.errors import VariantUnsupportedError
 
 #: Key block length of the ``blocked`` variant (online softmax over key blocks).
 BLOCK = 128
-#: Query tile length of the ``tiled`` variant.
-QUERY_TILE = 128
+#: Query tile length of the ``tiled`` variant. 512 beat 128 and 256 at the seed shape (T=512: a tile
+#: is then a few kv-head rows x every query, so each row's K/V is sliced once); docs/performance.md.
+QUERY_TILE = 512
 #: Largest logits tile of the ``tiled`` variant: small enough to stay in cache between its passes
-#: (max, exp, sum, P·V), which is what makes it fast on CPU.
-TILE_BYTES = 4 * 2**20
+#: (max, exp, sum, P·V), which is what makes it fast on CPU. 2 MiB (twice this machine's per-core
+#: L2) edged out 1, 4 and 8 MiB at the seed shape; docs/performance.md.
+TILE_BYTES = 2 * 2**20
 
 VARIANTS = {
     "einsum": "per-head einsums (seed attn_eins3)",
