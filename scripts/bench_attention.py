@@ -81,7 +81,7 @@ def memory_of(backend: str, variant: str, dtype: str) -> tuple[float | None, flo
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--variants", default=None, help="comma-separated; default: all")
+    parser.add_argument("--variants", default="all", help="comma-separated; default: all, torch's compiled included")
     parser.add_argument("--min-time", type=float, default=0.5)
     parser.add_argument("--max-time", type=float, default=3.0, help="measured seconds per variant at most")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-variant memory processes")

@@ -185,6 +185,22 @@ def test_compiled_runs_only_where_it_exists():
         ("jax", "einsum"), ("torch", "einsum"), ("torch", "compiled"))
 
 
+def test_the_default_runs_the_paired_variants_and_all_adds_the_rest():
+    both()
+    from xattn.comparator import resolve_variants
+
+    shared = ("einsum", "packed", "vmap", "sdpa", "blocked", "tiled")
+    paired = resolve_variants(("jax", "torch"), None)
+    assert paired == tuple((b, v) for b in ("jax", "torch") for v in shared)
+    assert ("torch", "compiled") not in paired  # torch-only: no partner, and seconds of torch.compile
+    everything = resolve_variants(("jax", "torch"), "all")
+    assert everything == paired + (("torch", "compiled"),)
+    assert resolve_variants(("torch",), None) == resolve_variants(("torch",), "all")  # one backend: all of it
+    assert ("torch", "compiled") in resolve_variants(("torch",), None)
+    with pytest.raises(ValueError, match="or all"):
+        resolve_variants(("jax", "torch"), "all,einsum")
+
+
 def test_missing_framework_names_the_extra():
     code = """
         import sys

@@ -48,23 +48,32 @@ def resolve_backends(backends: Iterable[str] | str | None) -> tuple[str, ...]:
     return names
 
 
-def resolve_variants(backends: tuple[str, ...], variants: Iterable[str] | str | None) -> tuple[tuple[str, str], ...]:
-    """(backend, variant) pairs to run; ``None`` means every variant of every backend.
+#: ``variants=ALL`` runs every variant of every backend, the backend-only ones (torch's ``compiled``) included.
+ALL = "all"
 
-    A variant only some backends implement (torch's ``compiled``) runs where it exists; a name no
-    selected backend implements is a ValueError listing the valid ones.
+
+def resolve_variants(backends: tuple[str, ...], variants: Iterable[str] | str | None) -> tuple[tuple[str, str], ...]:
+    """(backend, variant) pairs to run.
+
+    ``None``: the variants every selected backend implements, so each row has a partner in the
+    other framework (with one backend, all of its variants). ``"all"``: every variant of every
+    backend. Named variants: a variant only some backends implement (torch's ``compiled``) runs
+    where it exists; a name no selected backend implements is a ValueError listing the valid ones.
     """
     from xattn.api import variants as variants_of
 
     available = {backend: variants_of(backend) for backend in backends}
     if variants is None:
-        return tuple((b, v) for b in backends for v in available[b])
+        shared = [v for v in available[backends[0]] if all(v in names for names in available.values())]
+        return tuple((b, v) for b in backends for v in shared)
     wanted = _split(variants)
+    if wanted == (ALL,):
+        return tuple((b, v) for b in backends for v in available[b])
     valid = list(dict.fromkeys(v for names in available.values() for v in names))
     unknown = [v for v in wanted if v not in valid]
     if unknown or not wanted:
         raise ValueError(
-            f"variants: expected names from {', '.join(valid)} (backends {', '.join(backends)});"
+            f"variants: expected names from {', '.join(valid)}, or {ALL} (backends {', '.join(backends)});"
             f" got {', '.join(unknown) or 'none'}"
         )
     return tuple((b, v) for b in backends for v in wanted if v in available[b])
@@ -103,7 +112,9 @@ def compare(
 ) -> Report:
     """Run every (backend, variant) on ``spec``'s inputs; a :class:`~xattn.results.Report`.
 
-    ``backends``/``variants``: names or a comma-separated string (``None``: all). ``device``: cpu,
+    ``backends``/``variants``: names or a comma-separated string (``backends=None``: every one
+    installed; ``variants=None``: those every backend has, ``"all"``: all; see
+    :func:`resolve_variants`). ``device``: cpu,
     cuda or auto. ``matmul_precision``: highest, high or default (leave both frameworks as they
     are), applied to both frameworks for the run and restored after. ``min_time``/``max_time``:
     measured seconds per variant (see :mod:`xattn.timing`); ``timing=False`` skips the timed loop.
