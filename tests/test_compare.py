@@ -193,8 +193,9 @@ def test_the_default_runs_the_paired_variants_and_all_adds_the_rest():
     paired = resolve_variants(("jax", "torch"), None)
     assert paired == tuple((b, v) for b in ("jax", "torch") for v in shared)
     assert ("torch", "compiled") not in paired  # torch-only: no partner, and seconds of torch.compile
+    assert ("jax", "threaded") not in paired  # JAX-only
     everything = resolve_variants(("jax", "torch"), "all")
-    assert everything == paired + (("torch", "compiled"),)
+    assert everything == paired[:6] + (("jax", "threaded"),) + paired[6:] + (("torch", "compiled"),)
     assert resolve_variants(("torch",), None) == resolve_variants(("torch",), "all")  # one backend: all of it
     assert ("torch", "compiled") in resolve_variants(("torch",), None)
     with pytest.raises(ValueError, match="or all"):

@@ -30,7 +30,7 @@ UNSUPPORTED_ON_CPU = {("jax", "sdpa", "float16"): "cannot run float16",
                       ("jax", "sdpa", "float64"): "softmax in float32"}
 
 EXPECTED_VARIANTS = {
-    "jax": ("einsum", "packed", "vmap", "sdpa", "blocked", "tiled"),
+    "jax": ("einsum", "packed", "vmap", "sdpa", "blocked", "tiled", "threaded"),
     "torch": ("einsum", "packed", "vmap", "sdpa", "blocked", "tiled", "compiled"),
 }
 

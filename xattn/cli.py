@@ -132,7 +132,7 @@ def dtype_option(sweepable: bool):
 selection_options = _options(
     click.option("--backends", help="Comma-separated backends, e.g. jax,torch (default: every one installed)."),
     click.option("--variants", help="Comma-separated variants, or 'all' (default: the variants every chosen"
-                 " backend has, so each row has a partner; 'all' adds torch's compiled)."),
+                 " backend has, so each row has a partner; 'all' adds JAX's threaded and torch's compiled)."),
     click.option("--seed-shape", is_flag=True,
                  help="The seed notebook's shape: B=32 T=512 E=128 H=16 D=8 (other size options override it)."),
 )

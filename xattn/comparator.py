@@ -48,7 +48,8 @@ def resolve_backends(backends: Iterable[str] | str | None) -> tuple[str, ...]:
     return names
 
 
-#: ``variants=ALL`` runs every variant of every backend, the backend-only ones (torch's ``compiled``) included.
+#: ``variants=ALL`` runs every variant of every backend, the one-backend ones (JAX's ``threaded``, torch's
+#: ``compiled``) included.
 ALL = "all"
 
 

@@ -34,6 +34,7 @@ VARIANTS = {
     "sdpa": "jax.nn.dot_product_attention (XLA's fused attention)",
     "blocked": f"online softmax over key blocks of {BLOCK} under lax.scan; never holds B·H·T·S logits",
     "tiled": f"query tiles of {QUERY_TILE} x kv-head rows under lax.map, each a cache-sized exact softmax",
+    "threaded": "tiled, with the batch split across host threads (one per XLA CPU thread), one executable each",
 }
 
 _LOW_PRECISION = (jnp.bfloat16, jnp.float16)
@@ -279,10 +280,89 @@ class _Jitted:
             raise self._translate(error, args) from None
 
 
+class _Threaded:
+    """``threaded``: the ``tiled`` executable run on slices of the batch, one host thread per slice.
+
+    XLA's CPU runtime runs one executable's tile loop on one core (pinned to one CPU, ``tiled``
+    takes as long as on two), but executables called from different threads run at once. So on
+    CPU, outside any JAX transformation, the batch is cut into as many slices as XLA has intra-op
+    threads (the count torch is given too), each slice runs the compiled ``tiled`` in a thread of
+    its own, and the outputs are concatenated. Under jit, vjp or any tracer, and on other devices,
+    it is ``tiled`` as one function, so gradients and compositions see plain JAX.
+    """
+
+    variant = "threaded"
+
+    def __init__(self, *, causal, scale):
+        self._whole = _Jitted(self.variant, functools.partial(_tiled, causal=causal, scale=scale))
+
+    @staticmethod
+    def _slices(args):
+        """(start, stop) batch slices, or None where the variant runs as one function."""
+        x = args[0]
+        if isinstance(x, jax.core.Tracer) or not isinstance(x, jax.Array) or len(x.devices()) != 1:
+            return None
+        if next(iter(x.devices())).platform != "cpu":
+            return None
+        parts = min(_host_threads(), x.shape[0])
+        if parts < 2:
+            return None
+        stops = np.cumsum([len(part) for part in np.array_split(np.arange(x.shape[0]), parts)])
+        return [(int(start), int(stop)) for start, stop in zip([0, *stops[:-1]], stops)]
+
+    @staticmethod
+    def _part(args, start, stop):
+        x, kv, wq, wk, wv, wo, lengths = args
+        return x[start:stop], kv[start:stop], wq, wk, wv, wo, None if lengths is None else lengths[start:stop]
+
+    def _run(self, runners, slices, *args):
+        parts = [self._part(args, start, stop) for start, stop in slices]
+        futures = [_thread_pool().submit(_finished, run, part) for run, part in zip(runners, parts)]
+        return jnp.concatenate([future.result() for future in futures], axis=0)
+
+    def __call__(self, *args):
+        slices = self._slices(args)
+        if slices is None:
+            return self._whole(*args)
+        return self._run([self._whole] * len(slices), slices, *args)
+
+    def compile(self, *args):
+        """Compile the executable of every slice's shape ahead of time; returns the runnable."""
+        slices = self._slices(args)
+        if slices is None:
+            return self._whole.compile(*args)
+        executables = {}
+        for start, stop in slices:
+            if stop - start not in executables:
+                executables[stop - start] = self._whole.compile(*self._part(args, start, stop))
+        runners = [executables[stop - start] for start, stop in slices]
+        return functools.partial(self._run, runners, slices)
+
+
+def _finished(run, args):
+    return run(*args).block_until_ready()
+
+
+@functools.lru_cache(maxsize=None)
+def _host_threads() -> int:
+    from xattn.frameworks import side
+
+    return side("jax").intra_op_threads()
+
+
+@functools.lru_cache(maxsize=None)
+def _thread_pool():
+    import concurrent.futures
+
+    return concurrent.futures.ThreadPoolExecutor(max_workers=_host_threads(), thread_name_prefix="xattn-jax")
+
+
 @functools.lru_cache(maxsize=None)
 def build(variant: str, *, causal: bool, scale: float, padded: bool):
     """``fn(x, kv, wq, wk, wv, wo, key_lengths)``, jitted; ``fn.compile(*args)`` compiles ahead of time."""
     del padded  # part of the cache key only: jit retraces on None vs array anyway
+    if variant == "threaded":
+        return _Threaded(causal=causal, scale=scale)
     return _Jitted(variant, functools.partial(_IMPLEMENTATIONS[variant], causal=causal, scale=scale))
 
 
