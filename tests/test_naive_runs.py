@@ -16,6 +16,7 @@ from xattn.drift import (
     drift_metrics,
     naive_attention,
     naive_budget,
+    naive_repeats,
     naive_run_count,
     naive_runs,
     stage_rounding,
@@ -117,3 +118,17 @@ def test_the_one_run_budget_rejects_programs_the_ensemble_accepts():
         assert not within_budget(drift_metrics(off_by_a_bug, expected, "float32"), ensemble), name
     assert one_run_rejects > 0
     assert ensemble_rejects == 0
+
+
+def test_the_budget_counts_only_the_runs_its_size_needs():
+    expected = np.zeros(NAIVE_DRAWS)
+    budget = naive_budget([expected + 1e-7, expected + 5e-7], expected, "float32")
+    assert budget.naive_runs == 1 and budget.naive_max_abs_err == pytest.approx(1e-7)
+
+
+def test_repeats_come_only_from_a_reference_that_takes_a_seed():
+    small = [np.zeros(4, np.float32)]
+    seeds = naive_repeats(lambda x, rounding_seed=None: x, small, lambda seed: seed)
+    assert seeds == list(range(1, MAX_NAIVE_RUNS))
+    assert naive_repeats(lambda x: x, small, lambda seed: seed) == []
+    assert naive_repeats(lambda x, rounding_seed=None: x, [np.zeros(4)], lambda seed: seed) == []  # float64

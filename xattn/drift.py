@@ -10,8 +10,8 @@ run dtype at the oracle's largest magnitude. Where no naive computation exists (
 without a reference), torch.testing's per-dtype rtol/atol is the budget (:data:`TOLERANCES`).
 
 One naive run is one draw of rounding error per element, and the largest of a few draws is a poor
-estimate of what rounding can do: a 4-element bias gradient's naive error can land at a quarter of
-its typical size. So a naive output with fewer than :data:`NAIVE_DRAWS` elements is recomputed with
+estimate of what rounding can do: a 4-element bias gradient's naive error can land at half its
+typical size. So a naive output with fewer than :data:`NAIVE_DRAWS` elements is recomputed with
 *random rounding* (Monte Carlo arithmetic: each stage's result is perturbed by a random relative
 amount of at most half an ulp before it is rounded, :func:`stage_rounding`) until the runs hold
 about that many draws, and ``naive_max_abs_err`` is the worst of all runs (:func:`naive_run_count`).
@@ -151,10 +151,12 @@ def rounding_step(expected, dtype: str) -> float:
 def naive_budget(naive_output, expected, dtype: str) -> Budget:
     """The FlashAttention-style budget from a naive same-dtype computation's output.
 
-    ``naive_output``: one run's output, or a list of runs (the deterministic one and its
-    random-rounding repeats, :func:`naive_run_count`): the naive error is the worst of them.
+    ``naive_output``: one run's output, or a list of runs (the deterministic one first, then its
+    random-rounding repeats): the naive error is the worst of the first
+    ``naive_run_count(expected.size)`` of them, about :data:`NAIVE_DRAWS` draws.
     """
     runs = list(naive_output) if isinstance(naive_output, (list, tuple)) else [naive_output]
+    runs = runs[:naive_run_count(np.asarray(expected).size)]
     if not runs:
         raise ValueError("naive_budget: expected at least one naive output; got an empty list")
     worst = max(drift_metrics(run, expected, dtype).max_abs_err for run in runs)
@@ -183,6 +185,19 @@ def naive_runs(naive, size: int, dtype: str | None = None) -> list:
     """
     count = 1 if dtype == "float64" else naive_run_count(size)
     return [naive(None)] + [naive(seed) for seed in range(1, count)]
+
+
+def naive_repeats(reference, first, repeat) -> list:
+    """The random-rounding repeats of a naive run ``first`` (its output arrays) by a user's ``reference``.
+
+    ``repeat(seed)`` calls the reference with ``rounding_seed=seed``, for seeds 1, 2...: as many as
+    the smallest output needs (:func:`naive_run_count`). None for a reference without that keyword
+    (:func:`takes_rounding_seed`) or for a float64 run, which is never perturbed.
+    """
+    arrays = [np.asarray(array) for array in first]
+    if not arrays or not takes_rounding_seed(reference) or all(a.dtype == np.float64 for a in arrays):
+        return []
+    return [repeat(seed) for seed in range(1, naive_run_count(min(a.size for a in arrays)))]
 
 
 def takes_rounding_seed(fn) -> bool:

@@ -23,10 +23,9 @@ from xattn.drift import (
     NAIVE_FACTOR,
     drift_metrics,
     naive_budget,
-    naive_run_count,
+    naive_repeats,
     naive_runs,
     rounding_step,
-    takes_rounding_seed,
     tolerance_budget,
     within_budget,
 )
@@ -163,12 +162,8 @@ def gradient_rows(fn_a, fn_b, frameworks, names, host, *, reference=None, grad_r
         f64_cot = np.asarray(cot, np.float64) if not isinstance(cot, list) else [np.asarray(c, np.float64) for c in cot]
         oracle = _aligned(grad_reference(*as_f64, cotangent=f64_cot), labels, wrt)
         naive = [_aligned(grad_reference(*host, cotangent=cot), labels, wrt)]
-        if takes_rounding_seed(grad_reference):
-            smallest = min(g.size for g in naive[0])
-            wide = all(g.dtype == np.float64 for g in naive[0])
-            naive += [_aligned(run, labels, wrt) for run in naive_runs(
-                lambda seed: grad_reference(*host, cotangent=cot, rounding_seed=seed), smallest,
-                "float64" if wide else None)[1:]]
+        naive += [_aligned(run, labels, wrt) for run in naive_repeats(
+            grad_reference, naive[0], lambda seed: grad_reference(*host, cotangent=cot, rounding_seed=seed))]
     elif reference is not None:
         oracle = _float64_vjp(fn_a, frameworks[0], host, cotangents, wrt)  # naive stays None: tolerance
     sides, pairs = [], []
@@ -186,8 +181,7 @@ def gradient_rows(fn_a, fn_b, frameworks, names, host, *, reference=None, grad_r
         expected = np.asarray(oracle[k], np.float64)
         candidate = None if naive is None else np.asarray(naive[0][k])
         if candidate is not None and _run_dtype(candidate) == dtype:
-            runs = [np.asarray(run[k]) for run in naive][:naive_run_count(expected.size)]
-            budget = _floored(naive_budget(runs, expected, dtype), expected, largest)
+            budget = _floored(naive_budget([run[k] for run in naive], expected, dtype), expected, largest)
         else:
             budget = tolerance_budget(dtype, rtol, atol)
         rows, pair = judge_pair(quantity, names, a, b, expected, dtype, budget)
@@ -277,7 +271,7 @@ def compare_gradients(plan, spec, inputs, device, progress=None):
     largest = max(float(np.abs(g).max(initial=0.0)) for g in oracle.values())
     budgets = {}
     for name in labels:
-        runs = [run[name] for run in naive][:naive_run_count(oracle[name].size)]
+        runs = [run[name] for run in naive]
         budgets[name] = _floored(naive_budget(runs, oracle[name], spec.dtype), oracle[name], largest)
     rows, grads = [], {}
     for backend, variant in plan:

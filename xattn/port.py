@@ -28,9 +28,7 @@ from xattn.drift import (
     attribute,
     drift_metrics,
     naive_budget,
-    naive_run_count,
-    naive_runs,
-    takes_rounding_seed,
+    naive_repeats,
     tolerance_budget,
     tolerance_excess,
     within_budget,
@@ -290,12 +288,8 @@ def _attributed(names, out_a, out_b, reference, host, rtol, atol):
         naive = dict(_leaves(reference(*host)))
     except Exception:  # a reference that cannot run in the run dtype: fall back to the tolerance
         naive = {}
-    repeats = []  # random-rounding repeats, from a reference that takes rounding_seed (xattn.drift)
-    if naive and takes_rounding_seed(reference):
-        smallest = min(np.asarray(v).size for v in naive.values())
-        wide = all(np.asarray(v).dtype == np.float64 for v in naive.values())
-        repeats = [dict(_leaves(run)) for run in naive_runs(lambda seed: reference(*host, rounding_seed=seed),
-                                                            smallest, "float64" if wide else None)[1:]]
+    repeats = [dict(_leaves(run)) for run in naive_repeats(reference, naive.values(),
+                                                           lambda seed: reference(*host, rounding_seed=seed))]
     sides, pairs = [], []
     for (path, a), (_, b) in zip(out_a, out_b):
         if path not in oracle:
@@ -305,7 +299,7 @@ def _attributed(names, out_a, out_b, reference, host, rtol, atol):
         candidate = naive.get(path)
         if candidate is not None and str(np.asarray(candidate).dtype) == dtype:
             runs = [np.asarray(candidate)] + [np.asarray(run[path]) for run in repeats]
-            budget = naive_budget(runs[:naive_run_count(expected.size)], expected, dtype)
+            budget = naive_budget(runs, expected, dtype)
         else:
             budget = tolerance_budget(dtype, rtol, atol)
         rows, pair = judge_pair(path, names, a, b, expected, dtype, budget)
