@@ -138,7 +138,7 @@ def gradient_rows(fn_a, fn_b, frameworks, names, host, *, reference=None, grad_r
     Without either, ``a`` is held to that tolerance around ``b``, as outputs are. ``outputs``: the
     forward's ``[(path, array)]`` (for C's shapes).
     """
-    from xattn.port import PortRow, _call, _verdict, judge_pair
+    from xattn.port import PortRow, _call, _verdict, judge_pair, reference_budget
 
     frameworks = tuple(frameworks)
     for name, framework in zip(names, frameworks):
@@ -179,11 +179,9 @@ def gradient_rows(fn_a, fn_b, frameworks, names, host, *, reference=None, grad_r
             sides.append(PortRow(f"{names[0]} vs {names[1]}", quantity, verdict, metrics, budget))
             continue
         expected = np.asarray(oracle[k], np.float64)
-        candidate = None if naive is None else np.asarray(naive[0][k])
-        if candidate is not None and _run_dtype(candidate) == dtype:
-            budget = _floored(naive_budget([run[k] for run in naive], expected, dtype), expected, largest)
-        else:
-            budget = tolerance_budget(dtype, rtol, atol)
+        budget = reference_budget([] if naive is None else [run[k] for run in naive], expected, dtype, rtol, atol)
+        if budget.method == "naive":
+            budget = _floored(budget, expected, largest)
         rows, pair = judge_pair(quantity, names, a, b, expected, dtype, budget)
         sides += rows
         pairs.append(pair)

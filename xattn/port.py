@@ -296,16 +296,22 @@ def _attributed(names, out_a, out_b, reference, host, rtol, atol):
             raise ValueError(f"check_port: the reference returned no {path}; it returned {sorted(oracle)}")
         expected = np.asarray(oracle[path], dtype=np.float64)
         dtype = _run_dtype(a)
-        candidate = naive.get(path)
-        if candidate is not None and str(np.asarray(candidate).dtype) == dtype:
-            runs = [np.asarray(candidate)] + [np.asarray(run[path]) for run in repeats]
-            budget = naive_budget(runs, expected, dtype)
-        else:
-            budget = tolerance_budget(dtype, rtol, atol)
+        runs = [naive[path], *(run[path] for run in repeats)] if path in naive else []
+        budget = reference_budget(runs, expected, dtype, rtol, atol)
         rows, pair = judge_pair(path, names, a, b, expected, dtype, budget)
         sides += rows
         pairs.append(pair)
     return sides, pairs
+
+
+def reference_budget(naive_runs, expected, dtype, rtol=None, atol=None) -> Budget:
+    """The naive budget from ``naive_runs`` (deterministic run first) where they are in the run dtype.
+
+    A reference that gave no naive run, or one in another dtype, leaves torch.testing's tolerance.
+    """
+    if naive_runs and str(np.asarray(naive_runs[0]).dtype) == dtype:
+        return naive_budget([np.asarray(run) for run in naive_runs], expected, dtype)
+    return tolerance_budget(dtype, rtol, atol)
 
 
 def judge_pair(quantity, names, a, b, expected, dtype, budget):
