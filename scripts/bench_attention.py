@@ -34,7 +34,7 @@ def _status_kib(field: str) -> int:
 def measure_memory(backend: str, variant: str, dtype: str) -> None:
     """Child process: print the extra peak RSS (bytes) of one warm call, and XLA's temp bytes."""
     import xattn
-    from xattn.registry import get_backend
+    from xattn.backends.registry import get_backend
 
     spec = xattn.AttentionSpec(dtype=dtype, **SEED)
     inputs = xattn.make_inputs(spec)
@@ -95,7 +95,7 @@ def main() -> int:
     from tabulate import tabulate
 
     import xattn
-    from xattn.env import environment
+    from xattn.backends.env import environment
 
     spec = xattn.AttentionSpec(dtype=args.dtype, **SEED)
     report = xattn.compare(("jax", "torch"), args.variants, spec, min_time=args.min_time, max_time=args.max_time,

@@ -38,10 +38,9 @@ def main() -> int:
     from tabulate import tabulate
 
     import xattn
-    from xattn import frameworks
-    from xattn.backends import jax_attention
-    from xattn.drift import drift_metrics, naive_attention, naive_budget, within_budget
-    from xattn.registry import get_backend
+    from xattn.backends import frameworks, jax_attention
+    from xattn.backends.registry import get_backend
+    from xattn.numerics.drift import drift_metrics, naive_attention, naive_budget, within_budget
     from xattn.timing import Candidate, measure_interleaved
 
     spec = xattn.AttentionSpec(**SEED)

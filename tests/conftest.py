@@ -11,8 +11,8 @@ import os
 
 import pytest
 
+from xattn.backends.registry import backend_names, get_backend
 from xattn.errors import BackendUnavailableError
-from xattn.registry import backend_names, get_backend
 
 REQUIRED = {name for name in os.environ.get("XATTN_REQUIRE_BACKENDS", "").split(",") if name}
 

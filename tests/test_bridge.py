@@ -123,7 +123,7 @@ def make(framework: str, values: np.ndarray):
 
 def test_import_pulls_in_no_framework():
     code = """
-        import sys, numpy as np, xattn, xattn.bridge, xattn._bridge_matrix, xattn._compat
+        import sys, numpy as np, xattn, xattn.bridge, xattn.bridge.matrix, xattn._compat
         xattn.to_torch, xattn.tree_to_jax, xattn.bridge_matrix, xattn.BridgeCell
         assert xattn.bridge.framework_of(np.zeros(2)) == "numpy"
         assert xattn.bridge.framework_of([1]) is None

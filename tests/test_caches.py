@@ -11,7 +11,7 @@ from conftest import require_backend
 SCRIPT = textwrap.dedent(
     """
     import json, xattn
-    from xattn.caches import enable_compilation_caches
+    from xattn.backends.caches import enable_compilation_caches
     used = enable_compilation_caches()
     inputs = xattn.make_inputs(xattn.AttentionSpec(batch=1, q_len=8, embed=8, heads=2))
     xattn.attention(inputs.x, *inputs.weights(), backend="jax", variant="einsum").block_until_ready()

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 import xattn.api
 from xattn import _compat
 from xattn.cli import main
-from xattn.schema import REPORT_SCHEMA
+from xattn.render.schema import REPORT_SCHEMA
 
 from conftest import require_backend
 

@@ -11,10 +11,10 @@ import pytest
 import xattn
 import xattn.api
 from xattn import _compat
+from xattn.comparison.results import DRIFT, ERROR, OK, UNSUPPORTED
+from xattn.contract.spec import AttentionSpec
 from xattn.errors import BackendUnavailableError
-from xattn.results import DRIFT, ERROR, OK, UNSUPPORTED
-from xattn.schema import REPORT_SCHEMA
-from xattn.spec import AttentionSpec
+from xattn.render.schema import REPORT_SCHEMA
 
 from conftest import require_backend
 
@@ -29,8 +29,9 @@ def both():
 def test_core_modules_import_no_framework():
     code = """
         import sys
-        import xattn.comparator, xattn.report, xattn.drift, xattn.timing, xattn.port, xattn.env
-        import xattn.results, xattn.frameworks, xattn.schema, xattn.testing, xattn.cli
+        import xattn.comparison.comparator, xattn.render.report, xattn.numerics.drift, xattn.timing
+        import xattn.porting.check, xattn.backends.env
+        import xattn.comparison.results, xattn.backends.frameworks, xattn.render.schema, xattn.testing, xattn.cli
         print(",".join(m for m in ("jax", "torch", "flax", "jaxlib") if m in sys.modules))
     """
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
@@ -179,7 +180,7 @@ def test_bad_arguments_are_value_errors_naming_the_valid_ones(arguments, message
 
 def test_compiled_runs_only_where_it_exists():
     both()
-    from xattn.comparator import resolve_variants
+    from xattn.comparison.comparator import resolve_variants
 
     assert resolve_variants(("jax", "torch"), "einsum,compiled") == (
         ("jax", "einsum"), ("torch", "einsum"), ("torch", "compiled"))
@@ -187,7 +188,7 @@ def test_compiled_runs_only_where_it_exists():
 
 def test_the_default_runs_the_paired_variants_and_all_adds_the_rest():
     both()
-    from xattn.comparator import resolve_variants
+    from xattn.comparison.comparator import resolve_variants
 
     shared = ("einsum", "packed", "vmap", "sdpa", "blocked", "tiled")
     paired = resolve_variants(("jax", "torch"), None)

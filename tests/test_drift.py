@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import xattn
-from xattn.drift import (
+from xattn.contract.spec import AttentionSpec, make_inputs
+from xattn.numerics.drift import (
     ROUNDING_NOISE,
     attribute,
     drift_metrics,
@@ -19,7 +20,6 @@ from xattn.drift import (
     ulp_distance,
     within_budget,
 )
-from xattn.spec import AttentionSpec, make_inputs
 
 
 def oracle_of(spec):
@@ -55,7 +55,7 @@ def test_dissimilarity_of_opposite_and_orthogonal():
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
 def test_ulp_distance_counts_representable_numbers(dtype):
-    run = xattn.spec.numpy_dtype(dtype)
+    run = xattn.contract.spec.numpy_dtype(dtype)
     one = np.ones(1, run)
     up = np.nextafter(one, np.asarray(2, run)) if dtype != "bfloat16" else one + np.spacing(one)
     assert ulp_distance(up, one, dtype)[0] == 1

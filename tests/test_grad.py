@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import xattn
-from xattn.layer_oracle import reference_vjp
-from xattn.spec import AttentionSpec, make_inputs
+from xattn.contract.spec import AttentionSpec, make_inputs
+from xattn.numerics.layer_oracle import reference_vjp
 
 from conftest import require_backend
 

@@ -20,7 +20,9 @@ def test_import_and_core_api_load_no_framework():
         spec = xattn.AttentionSpec(batch=1, q_len=4, embed=8, heads=2)
         inputs = xattn.make_inputs(spec)
         xattn.reference(inputs.x, *inputs.weights())
-        from xattn import cli, api, registry, contract
+        from xattn import cli, api
+        from xattn.backends import registry
+        from xattn.contract import shapes
         print(",".join(m for m in ("jax", "torch", "flax", "jaxlib") if m in sys.modules))
         """
     )

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import xattn
-from xattn.layer_oracle import layer_reference, reference_vjp
-from xattn.spec import AttentionSpec, make_inputs
+from xattn.contract.spec import AttentionSpec, make_inputs
+from xattn.numerics.layer_oracle import layer_reference, reference_vjp
 
 from conftest import require_backend
 
@@ -167,7 +167,7 @@ def test_reference_vjp_is_jax_autodiff_in_float64(cross):
     lengths = np.array([S - 1, 2])
     cotangent = rng.standard_normal((B, T, E))
     want = reference_vjp(x, *params, kv=kv, key_lengths=lengths, scale=0.6, cotangent=cotangent)
-    from xattn.nnx_module import attend
+    from xattn.layers.flax_layer import attend
 
     with _compat.jax_x64(True):
         args = [jax.numpy.asarray(a) for a in ([x] + ([kv] if cross else []) + params)]

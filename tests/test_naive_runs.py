@@ -10,7 +10,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from xattn.drift import (
+from xattn.contract.spec import AttentionSpec, make_inputs
+from xattn.numerics.drift import (
     MAX_NAIVE_RUNS,
     NAIVE_DRAWS,
     drift_metrics,
@@ -23,8 +24,7 @@ from xattn.drift import (
     takes_rounding_seed,
     within_budget,
 )
-from xattn.layer_oracle import reference_vjp
-from xattn.spec import AttentionSpec, make_inputs
+from xattn.numerics.layer_oracle import reference_vjp
 
 
 @pytest.mark.parametrize("size, runs", [(1, MAX_NAIVE_RUNS), (4, MAX_NAIVE_RUNS), (100, 41), (NAIVE_DRAWS, 1),

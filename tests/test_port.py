@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import xattn
-from xattn.port import check_port, infer_framework
+from xattn.porting.check import check_port, infer_framework
 
 from conftest import require_backend
 

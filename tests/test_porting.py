@@ -10,7 +10,7 @@ import pytest
 
 import xattn
 from xattn.errors import BridgeError
-from xattn.porting import FLAX_ATTENTION, KINDS, NNX_MHA, TORCH_ATTENTION, TORCH_MHA, adapter
+from xattn.layers.weights import FLAX_ATTENTION, KINDS, NNX_MHA, TORCH_ATTENTION, TORCH_MHA, adapter
 
 from conftest import require_backend
 
@@ -222,7 +222,9 @@ def test_porting_modules_import_no_framework():
     code = textwrap.dedent(
         """
         import sys, xattn
-        from xattn import porting, layer_check, layer_oracle, grad
+        from xattn.layers import weights, check
+        from xattn.numerics import layer_oracle
+        from xattn.porting import gradients
         xattn.port_weights, xattn.check_layers, xattn.reference_vjp
         try:
             xattn.port_weights(object(), object())

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import xattn
-from xattn.oracle import _f64
-from xattn.spec import AttentionSpec, make_inputs
+from xattn.contract.spec import AttentionSpec, make_inputs
+from xattn.numerics.oracle import _f64
 
 
 @pytest.mark.parametrize("case", [dict(), dict(causal=True, key_lengths=(2, 9)), dict(kv_len=11, kv_heads=1)])

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from xattn.spec import DTYPES, AttentionSpec, make_inputs, numpy_dtype
+from xattn.contract.spec import DTYPES, AttentionSpec, make_inputs, numpy_dtype
 
 
 def test_defaults_derive_kv_len_kv_heads_and_head_dim():

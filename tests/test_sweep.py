@@ -14,9 +14,9 @@ from click.testing import CliRunner
 import xattn
 import xattn.api
 from xattn.cli import main
-from xattn.schema import REPORT_SCHEMA, SWEEP_SCHEMA
-from xattn.spec import AttentionSpec
-from xattn.sweeper import sweep_points
+from xattn.comparison.sweeper import sweep_points
+from xattn.contract.spec import AttentionSpec
+from xattn.render.schema import REPORT_SCHEMA, SWEEP_SCHEMA
 
 from conftest import REQUIRED, require_backend
 
@@ -97,9 +97,9 @@ def test_causal_with_a_swept_kv_len_names_the_point():
 def test_importing_the_sweep_modules_loads_no_framework_and_keeps_xattn_sweep_the_function():
     code = """
         import sys
-        import xattn.sweeper, xattn.report_sweep, xattn.plot, xattn.cli
+        import xattn.comparison.sweeper, xattn.render.sweep_report, xattn.render.plot, xattn.cli
         import xattn
-        assert callable(xattn.sweep) and xattn.sweep.__module__ == "xattn.sweeper", xattn.sweep
+        assert callable(xattn.sweep) and xattn.sweep.__module__ == "xattn.comparison.sweeper", xattn.sweep
         print(",".join(m for m in ("jax", "torch", "flax", "matplotlib") if m in sys.modules))
     """
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)

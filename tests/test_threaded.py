@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import xattn
-from xattn.spec import AttentionSpec, make_inputs
+from xattn.contract.spec import AttentionSpec, make_inputs
 
 from conftest import require_backend
 

@@ -5,7 +5,7 @@ import itertools
 import pytest
 
 from xattn import timing
-from xattn.spec import AttentionSpec
+from xattn.contract.spec import AttentionSpec
 from xattn.timing import Candidate, Measurement, attention_flops, measure, measure_interleaved
 
 

@@ -5,8 +5,8 @@ import pytest
 
 import xattn
 from xattn import _compat
+from xattn.contract.spec import AttentionSpec, make_inputs
 from xattn.errors import VariantUnsupportedError
-from xattn.spec import AttentionSpec, make_inputs
 
 from conftest import require_backend
 
@@ -44,7 +44,7 @@ def relative_error(out, spec: AttentionSpec) -> float:
     expected = xattn.reference(
         inputs.x, *inputs.weights(), kv=inputs.kv, causal=spec.causal, key_lengths=inputs.key_lengths
     )
-    got = np.asarray(xattn.oracle._f64(out))
+    got = np.asarray(xattn.numerics.oracle._f64(out))
     assert got.shape == expected.shape
     assert np.isfinite(got).all()
     return float(np.abs(got - expected).max() / np.abs(expected).max())

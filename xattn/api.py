@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from xattn.contract import attention_dims, default_scale
-from xattn.oracle import check_bmm
-from xattn.registry import get_backend
+from xattn.backends.registry import get_backend
+from xattn.contract.shapes import attention_dims, default_scale
+from xattn.numerics.oracle import check_bmm
 
 
 def variants(backend: str) -> tuple[str, ...]:

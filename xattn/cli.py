@@ -158,13 +158,13 @@ run_options = _options(
 
 def _prepare_run(backends, variants, device, threads, min_time, max_time) -> tuple[str, ...]:
     """Check the run options and resolve the backends, as usage errors (exit 2), before anything runs."""
-    from xattn import comparator
+    from xattn.comparison import comparator
     from xattn.errors import BackendUnavailableError
 
     if max_time < min_time:
         raise click.BadParameter(f"expected at least --min-time={min_time}; got {max_time}", param_hint="--max-time")
     if threads is not None:
-        from xattn.frameworks import request_xla_threads
+        from xattn.backends.frameworks import request_xla_threads
 
         request_xla_threads(threads)  # before anything imports JAX
     try:
@@ -181,7 +181,7 @@ def _prepare_run(backends, variants, device, threads, min_time, max_time) -> tup
         comparator.resolve_device(device, names)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--device") from None
-    from xattn.caches import enable_compilation_caches
+    from xattn.backends.caches import enable_compilation_caches
 
     enable_compilation_caches(names)  # a second run skips XLA and inductor compiles (XATTN_NO_CACHE=1: off)
     return names
@@ -208,8 +208,8 @@ def compare(backends, variants, seed_shape, dtype, seed, device, matmul_precisio
     """
     import sys
 
-    from xattn import comparator
-    from xattn.spec import AttentionSpec
+    from xattn.comparison import comparator
+    from xattn.contract.spec import AttentionSpec
 
     fields = dict(SEED_SHAPE) if seed_shape else {}
     fields.update({name: value for name, value in sizes.items() if value is not None})
@@ -279,8 +279,8 @@ def sweep(ctx, backends, variants, seed_shape, seq, dtype, seed, device, matmul_
     point is ok or unsupported, 1 when any drifted or errored, 2 for a usage
     error (an impossible point is named before anything runs).
     """
-    from xattn import sweeper
-    from xattn.spec import AttentionSpec
+    from xattn.comparison import sweeper
+    from xattn.contract.spec import AttentionSpec
 
     if seq is not None and (sizes["q_len"] is not None or sizes["kv_len"] is not None):
         raise click.BadParameter("--seq sets T and S together; got it with --q-len/--kv-len. Give one or the other.",
@@ -310,7 +310,7 @@ def sweep(ctx, backends, variants, seed_shape, seq, dtype, seed, device, matmul_
         raise click.UsageError(f"impossible {error}") from None
     if plot_path is not None:
         from xattn.errors import PlotUnavailableError
-        from xattn.plot import require_matplotlib
+        from xattn.render.plot import require_matplotlib
 
         try:
             require_matplotlib()
@@ -334,8 +334,8 @@ def sweep(ctx, backends, variants, seed_shape, seq, dtype, seed, device, matmul_
 @output_option
 def env(fmt, output):
     """Versions, devices, thread counts and every numerics flag that changes results."""
-    from xattn.env import environment
-    from xattn.report import render_env
+    from xattn.backends.env import environment
+    from xattn.render.report import render_env
 
     _emit(render_env(environment(), fmt), output)
 
@@ -356,7 +356,7 @@ def bridge(fmt, output, x64, layouts, dtypes):
     import contextlib
 
     from xattn import _compat
-    from xattn._bridge_matrix import bridge_matrix, render_matrix
+    from xattn.bridge.matrix import bridge_matrix, render_matrix
 
     frameworks = ["numpy"]
     for name in ("jax", "torch"):

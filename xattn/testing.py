@@ -20,7 +20,7 @@ def assert_ported(fn_a, fn_b, *inputs, **options):
     Returns the :class:`xattn.DriftReport` when it is.
     """
     __tracebackhide__ = True
-    from xattn.port import check_port
+    from xattn.porting.check import check_port
 
     return check_port(fn_a, fn_b, *inputs, **options).assert_ok()
 
@@ -31,7 +31,7 @@ def xattn_port(request):
 
     def check(fn_a, fn_b, *inputs, **options):
         __tracebackhide__ = True
-        from xattn.port import check_port
+        from xattn.porting.check import check_port
 
         report = check_port(fn_a, fn_b, *inputs, **options)
         table = str(report)

@@ -1,6 +1,6 @@
 """JAX implementations of the attention contract. Imported only through the backend registry.
 
-Shape letters as in :mod:`xattn.spec`; R = H // G is the number of query heads per kv head, so
+Shape letters as in :mod:`xattn.contract.spec`; R = H // G is the number of query heads per kv head, so
 query head h = g·R + r reads kv head g (the contract's h // (H/G)). C is a key block's length.
 """
 
@@ -345,7 +345,7 @@ def _finished(run, args):
 
 @functools.lru_cache(maxsize=None)
 def _host_threads() -> int:
-    from xattn.frameworks import side
+    from xattn.backends.frameworks import side
 
     return side("jax").intra_op_threads()
 

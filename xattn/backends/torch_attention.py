@@ -1,7 +1,7 @@
 """PyTorch implementations of the attention contract. Imported only through the backend registry.
 
 The twin of :mod:`xattn.backends.jax_attention`: same names, same variants (plus ``compiled``).
-Shape letters as in :mod:`xattn.spec`; R = H // G is the number of query heads per kv head, so
+Shape letters as in :mod:`xattn.contract.spec`; R = H // G is the number of query heads per kv head, so
 query head h = g·R + r reads kv head g (the contract's h // (H/G)). C is a key block's length.
 Nothing here runs under ``torch.no_grad``: autograd works through every variant.
 """

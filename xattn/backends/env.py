@@ -12,8 +12,8 @@ import platform
 import sys
 from importlib import metadata
 
-from xattn import frameworks
 from xattn._version import __version__
+from xattn.backends import frameworks
 
 #: Distributions whose versions are recorded (import names differ for none of them).
 PACKAGES = ("numpy", "ml_dtypes", "jax", "jaxlib", "flax", "torch", "einops")

@@ -27,9 +27,8 @@ import sys
 
 import numpy as np
 
-from xattn import _bridge_paths as paths
-from xattn import _bridge_rules as rules
 from xattn import _compat
+from xattn.bridge import paths, rules
 from xattn.errors import BackendUnavailableError, BridgeError
 
 NUMPY, JAX, TORCH = "numpy", "jax", "torch"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from xattn.contract import attention_dims, default_scale
+from xattn.contract.shapes import attention_dims, default_scale
 
 
 def _f64(array) -> np.ndarray:

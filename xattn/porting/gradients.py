@@ -4,9 +4,9 @@ The scalar loss is ⟨out, C⟩ = Σ out·C for a fixed cotangent C ~ N(0, 1), d
 :data:`COTANGENT_SEED` and rounded to the output's dtype, so each gradient is a vector-Jacobian
 product, d⟨out, C⟩ / d input, taken for every floating-point input (data and weights alike) and
 reported as ``grad/<input name>`` beside the output rows, with the same metrics, budget and
-attribution (:mod:`xattn.drift`).
+attribution (:mod:`xattn.numerics.drift`).
 
-The oracle of the contract's gradients is :func:`xattn.layer_oracle.reference_vjp`, the attention
+The oracle of the contract's gradients is :func:`xattn.numerics.layer_oracle.reference_vjp`, the attention
 backward written out in NumPy float64 (with the layers' biases when given); on run-dtype inputs it
 is the naive same-dtype computation behind the budget. NumPy only at import; a framework is
 imported when a function of it is differentiated.
@@ -19,7 +19,8 @@ import inspect
 
 import numpy as np
 
-from xattn.drift import (
+from xattn.contract.spec import numpy_dtype
+from xattn.numerics.drift import (
     NAIVE_FACTOR,
     drift_metrics,
     naive_budget,
@@ -29,8 +30,7 @@ from xattn.drift import (
     tolerance_budget,
     within_budget,
 )
-from xattn.layer_oracle import reference_vjp
-from xattn.spec import numpy_dtype
+from xattn.numerics.layer_oracle import reference_vjp
 
 #: Seed of the cotangent C in the loss ⟨out, C⟩ (apart from the inputs' seed, so C is not x).
 COTANGENT_SEED = 20240917
@@ -70,7 +70,7 @@ def input_names(fn, count: int) -> tuple[str, ...]:
 
 
 def _map_leaves(tree, fn, path: str = "out"):
-    """``tree`` with each array leaf replaced by ``fn(path, leaf)``; paths as :func:`xattn.port._leaves` names them."""
+    """``tree`` with each array leaf replaced by ``fn(path, leaf)``; paths as check._leaves names them."""
     if isinstance(tree, dict):
         return type(tree)({key: _map_leaves(value, fn, f"{path}[{key!r}]") for key, value in tree.items()})
     if isinstance(tree, (list, tuple)):
@@ -138,7 +138,7 @@ def gradient_rows(fn_a, fn_b, frameworks, names, host, *, reference=None, grad_r
     Without either, ``a`` is held to that tolerance around ``b``, as outputs are. ``outputs``: the
     forward's ``[(path, array)]`` (for C's shapes).
     """
-    from xattn.port import PortRow, _call, _verdict, judge_pair, reference_budget
+    from xattn.porting.check import PortRow, _call, _verdict, judge_pair, reference_budget
 
     frameworks = tuple(frameworks)
     for name, framework in zip(names, frameworks):
@@ -252,9 +252,9 @@ def compare_gradients(plan, spec, inputs, device, progress=None):
     ``error`` rows. Call it inside the comparison's numerics settings.
     """
     from xattn.api import build
-    from xattn.drift import attribute
-    from xattn.registry import get_backend
-    from xattn.results import DRIFT, ERROR, OK, Pair, Row
+    from xattn.backends.registry import get_backend
+    from xattn.comparison.results import DRIFT, ERROR, OK, Pair, Row
+    from xattn.numerics.drift import attribute
 
     say = progress or (lambda line: None)
     cross = inputs.kv is not inputs.x

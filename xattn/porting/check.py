@@ -9,7 +9,7 @@ Both run on the very same input bits, bridged zero-copy into each one's framewor
   side over budget is named. A reference that cannot run in the run dtype falls back to
   torch.testing's tolerance against the oracle. A reference with a ``rounding_seed=None`` keyword
   (as :func:`xattn.layer_reference`) is rerun with random rounding where the outputs are small, and
-  the naive error is the worst run's (:mod:`xattn.drift`).
+  the naive error is the worst run's (:mod:`xattn.numerics.drift`).
 - without it, ``a`` is held to torch.testing's per-dtype rtol/atol around ``b``: no attribution.
 """
 
@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from xattn.drift import (
+from xattn.numerics.drift import (
     Budget,
     DriftMetrics,
     attribute,
@@ -79,7 +79,7 @@ class DriftReport:
         return self
 
     def __str__(self) -> str:
-        from xattn.report import render_drift_report
+        from xattn.render.report import render_drift_report
 
         return render_drift_report(self)
 
@@ -127,7 +127,7 @@ def infer_framework(fn: Callable) -> str:
     """
     while isinstance(fn, functools.partial):
         fn = fn.func
-    if getattr(fn, "framework", None) in FRAMEWORK_NAMES:  # e.g. xattn.layer_check.LayerFunction
+    if getattr(fn, "framework", None) in FRAMEWORK_NAMES:  # e.g. xattn.layers.check.LayerFunction
         return fn.framework
     own = _root(type(fn))
     if own is not None:
@@ -209,7 +209,7 @@ def check_port(
     :func:`infer_framework` when omitted. ``rtol``/``atol`` override torch.testing's tolerance.
     ``grad``: also compare the gradients of ⟨out, C⟩ (a fixed random C) with respect to every
     floating-point input, jax.vjp against torch.autograd, as ``grad/<input>`` rows with the same
-    budget and attribution (``grad_reference``: their float64 oracle; see :mod:`xattn.grad`).
+    budget and attribution (``grad_reference``: their float64 oracle; see :mod:`xattn.porting.gradients`).
     """
     from xattn.bridge import to_numpy
 
@@ -230,7 +230,7 @@ def check_port(
         sides, pairs = _attributed(names, out_a, out_b, reference, host, rtol, atol)
         basis = "each against the float64 reference"
     if grad:
-        from xattn.grad import gradient_rows
+        from xattn.porting.gradients import gradient_rows
 
         grad_sides, grad_pairs = gradient_rows(fn_a, fn_b, frameworks, names, host, reference=reference,
                                                grad_reference=grad_reference, rtol=rtol, atol=atol, outputs=out_a)

@@ -6,8 +6,8 @@ Two layers of different kinds and frameworks then take the very same arguments, 
 :func:`xattn.check_port` can compare their outputs *and* their gradients with respect to the
 input and every weight (``grad/wq`` is d loss / d wq whatever the layer calls it: for
 ``torch.nn.MultiheadAttention`` it is rows 0 to H·D of ``in_proj_weight``'s gradient, per head
-transposed). The float64 oracles are :func:`xattn.grad.layer_reference` and
-:func:`xattn.grad.reference_vjp`. NumPy only at import.
+transposed). The float64 oracles are :func:`xattn.porting.gradients.layer_reference` and
+:func:`xattn.porting.gradients.reference_vjp`. NumPy only at import.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import inspect
 
 import numpy as np
 
-from xattn.layer_oracle import layer_reference, reference_vjp
-from xattn.porting import BIASES, FLAX_ATTENTION, TORCH_ATTENTION, WEIGHTS, adapter, from_contract, to_contract
+from xattn.layers.weights import BIASES, FLAX_ATTENTION, TORCH_ATTENTION, WEIGHTS, adapter, from_contract, to_contract
+from xattn.numerics.layer_oracle import layer_reference, reference_vjp
 
 
 class LayerFunction:
@@ -81,7 +81,7 @@ class LayerFunction:
     def reference(self, *args, rounding_seed=None) -> np.ndarray:
         """The float64 oracle of these arguments (the naive computation when they are not float64).
 
-        ``rounding_seed``: the naive computation with random rounding (:mod:`xattn.drift`).
+        ``rounding_seed``: the naive computation with random rounding (:mod:`xattn.numerics.drift`).
         """
         x, keywords = self._keywords(args)
         return layer_reference(x, **keywords, dtype=None if np.asarray(x).dtype == np.float64 else x.dtype,
@@ -109,9 +109,9 @@ def check_layers(layer_a, layer_b, x, kv=None, *, causal=None, key_lengths=None,
     same weights bit for bit (ValueError naming the first that differs otherwise); then both run as
     :class:`LayerFunction` on those very bits against the float64 oracles, and with ``grad`` the
     gradients of ⟨out, C⟩ with respect to x (and kv) and every weight get rows of their own.
-    Returns :class:`xattn.port.DriftReport`; ``report.assert_ok()`` raises with the table.
+    Returns :class:`xattn.porting.check.DriftReport`; ``report.assert_ok()`` raises with the table.
     """
-    from xattn.port import check_port
+    from xattn.porting.check import check_port
 
     cross = kv is not None
     fn_a = LayerFunction(layer_a, causal=causal, key_lengths=key_lengths, cross=cross)

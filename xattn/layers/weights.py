@@ -1,6 +1,6 @@
 """Copy a multi-head attention layer's weights between JAX and PyTorch: :func:`port_weights`.
 
-Four layer kinds, ported in any direction (shape letters as in :mod:`xattn.spec`; Eq, Ek, Ev, Eo
+Four layer kinds, ported in any direction (shape letters as in :mod:`xattn.contract.spec`; Eq, Ek, Ev, Eo
 are the query, key, value input widths and the output width, all E in the contract):
 
 - ``xattn.FlaxAttention`` and ``xattn.TorchAttention``: wq (H,E,D), wk and wv (G,E,D), wo (H,D,E);
@@ -18,7 +18,7 @@ wherever its layout allows, and gets an exact copy otherwise (a packed ``in_proj
 buffer built from three). Rearranging and concatenating never changes a bit.
 
 This module imports no framework: a layer's kind is told from ``sys.modules``, and the
-per-framework code lives in :mod:`xattn.nnx_module` and :mod:`xattn.torch_module`.
+per-framework code lives in :mod:`xattn.layers.flax_layer` and :mod:`xattn.layers.torch_layer`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import sys
 
 from einops import pack, rearrange
 
-from xattn.spec import AttentionSpec
+from xattn.contract.spec import AttentionSpec
 
 FLAX_ATTENTION = "xattn.FlaxAttention"
 TORCH_ATTENTION = "xattn.TorchAttention"
@@ -214,12 +214,12 @@ def adapter(layer):
     """The per-framework adapter for ``layer``; TypeError naming the four kinds otherwise."""
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(layer, torch.nn.Module):
-        from xattn import torch_module
+        from xattn.layers import torch_layer as torch_module
 
         return torch_module.adapter_for(layer)
     nnx = sys.modules.get("flax.nnx")
     if nnx is not None and isinstance(layer, nnx.Module):
-        from xattn import nnx_module
+        from xattn.layers import flax_layer as nnx_module
 
         return nnx_module.adapter_for(layer)
     raise not_a_layer(layer)

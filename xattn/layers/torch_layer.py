@@ -1,13 +1,13 @@
 """xattn's multi-head attention layer as a ``torch.nn.Module``, and the torch side of :func:`xattn.port_weights`.
 
 :class:`TorchAttention` holds the contract's weights under the contract's names (shape letters as
-in :mod:`xattn.spec`): wq (H,E,D), wk and wv (G,E,D), wo (H,D,E), and with ``bias=True`` bq (H,D),
+in :mod:`xattn.contract.spec`): wq (H,E,D), wk and wv (G,E,D), wo (H,D,E), and with ``bias=True`` bq (H,D),
 bk and bv (G,D), bo (E,). Its forward is the torch backend's ``einsum`` variant, biases added
 inside the projections; with ``bias=False`` it is that variant op for op. Its JAX twin is
-:class:`xattn.nnx_module.FlaxAttention`: same options, same parameter names and shapes.
+:class:`xattn.layers.flax_layer.FlaxAttention`: same options, same parameter names and shapes.
 
 The adapters below read, write and call ``TorchAttention`` and ``torch.nn.MultiheadAttention`` in
-the contract's terms; :mod:`xattn.porting` uses them and imports this module only when a torch
+the contract's terms; :mod:`xattn.layers.weights` uses them and imports this module only when a torch
 layer is handed to it.
 """
 
@@ -18,8 +18,9 @@ import math
 import torch
 from torch import nn
 
-from xattn.contract import attention_dims, default_scale
-from xattn.porting import (
+from xattn.backends.registry import get_backend
+from xattn.contract.shapes import attention_dims, default_scale
+from xattn.layers.weights import (
     BIASES,
     TORCH_ATTENTION,
     TORCH_MHA,
@@ -29,7 +30,6 @@ from xattn.porting import (
     not_a_layer,
     raw_names,
 )
-from xattn.registry import get_backend
 
 _backend = get_backend("torch")
 

@@ -12,8 +12,9 @@ import sys
 
 import numpy as np
 
-from xattn import _compat, bridge
-from xattn._bridge_rules import XLA_HOST_ALIGNMENT, ml_names
+from xattn import _compat
+from xattn.bridge import convert as bridge
+from xattn.bridge.rules import XLA_HOST_ALIGNMENT, ml_names
 from xattn.errors import BridgeError
 
 #: The dtypes of the issue: every one NumPy (with ml_dtypes), JAX and torch all have.

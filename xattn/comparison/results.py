@@ -1,4 +1,4 @@
-"""The comparator's results: frozen dataclasses, rendered only by :mod:`xattn.report`.
+"""The comparator's results: frozen dataclasses, rendered only by :mod:`xattn.render.report`.
 
 A :class:`Row` is one (backend, variant, quantity): ``quantity`` is ``"out"`` (the attention
 output) today; gradient rows will add one row per differentiated input (``"grad/x"``,
@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from xattn.drift import Budget, DriftMetrics
-from xattn.spec import AttentionSpec
+from xattn.contract.spec import AttentionSpec
+from xattn.numerics.drift import Budget, DriftMetrics
 from xattn.timing import Measurement
 
 OK, DRIFT, ERROR, UNSUPPORTED = "ok", "drift", "error", "unsupported"
@@ -70,7 +70,7 @@ class Pair:
 
 @dataclasses.dataclass(frozen=True)
 class Report:
-    """Everything one comparison found. ``str(report)`` is the table; see :mod:`xattn.report`."""
+    """Everything one comparison found. ``str(report)`` is the table; see :mod:`xattn.render.report`."""
 
     env: Mapping[str, Any]
     spec: AttentionSpec
@@ -94,17 +94,17 @@ class Report:
         raise KeyError(f"no row for {backend}/{variant} ({quantity}); rows: {[r.label for r in self.results]}")
 
     def to_dict(self) -> dict:
-        from xattn.report import report_dict
+        from xattn.render.report import report_dict
 
         return report_dict(self)
 
     def to_json(self, indent: int | None = 2) -> str:
-        from xattn.report import render
+        from xattn.render.report import render
 
         return render(self, "json", indent=indent)
 
     def render(self, format: str = "table") -> str:
-        from xattn.report import render
+        from xattn.render.report import render
 
         return render(self, format)
 
@@ -140,23 +140,23 @@ class SweepReport:
         return tuple(dict.fromkeys(point[index] for point in self.points))
 
     def to_dict(self) -> dict:
-        from xattn.report_sweep import sweep_dict
+        from xattn.render.sweep_report import sweep_dict
 
         return sweep_dict(self)
 
     def to_json(self, indent: int | None = 2) -> str:
-        from xattn.report_sweep import render_sweep
+        from xattn.render.sweep_report import render_sweep
 
         return render_sweep(self, "json", indent=indent)
 
     def render(self, format: str = "table") -> str:
-        from xattn.report_sweep import render_sweep
+        from xattn.render.sweep_report import render_sweep
 
         return render_sweep(self, format)
 
     def plot(self, path, **options):
         """Draw time, GFLOP/s and max error against the first swept field to ``path`` (needs matplotlib)."""
-        from xattn.plot import plot_sweep
+        from xattn.render.plot import plot_sweep
 
         return plot_sweep(self, path, **options)
 

@@ -211,7 +211,7 @@ _made: dict[str, object] = {}
 
 
 def side(name: str):
-    """The adapter of backend ``name`` (its framework must already import: see xattn.registry)."""
+    """The adapter of backend ``name`` (its framework must already import: see xattn.backends.registry)."""
     if name not in _made:
         _made[name] = _SIDES[name]()
     return _made[name]

@@ -25,9 +25,9 @@ import inspect
 import ml_dtypes
 import numpy as np
 
-from xattn.contract import default_scale
-from xattn.oracle import key_mask_BTS
-from xattn.spec import numpy_dtype
+from xattn.contract.shapes import default_scale
+from xattn.contract.spec import numpy_dtype
+from xattn.numerics.oracle import key_mask_BTS
 
 #: The budget's multiplier on the naive computation's error (FlashAttention's tests use 2).
 NAIVE_FACTOR = 2.0
@@ -284,7 +284,7 @@ def naive_attention(inputs, *, causal: bool = False, scale: float | None = None,
     Each stage (the three projections, Q·Kᵀ, the scaling, the softmax, P·V, the output projection)
     is computed with accumulation in float32 (float64 for float64 runs) and its result rounded to
     ``dtype``, as an eager framework rounds every op's output; the softmax runs in float32 on the
-    rounded logits, as torch does for 16-bit inputs. ``inputs`` is an :class:`xattn.spec.AttentionInputs`.
+    rounded logits, as torch does for 16-bit inputs. ``inputs`` is an :class:`xattn.contract.spec.AttentionInputs`.
     ``rounding_seed``: random rounding instead of round-to-nearest (:func:`stage_rounding`).
     """
     run = numpy_dtype(dtype)

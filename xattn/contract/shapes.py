@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from xattn.spec import check_key_lengths
+from xattn.contract.spec import check_key_lengths
 
 
 class Dims(NamedTuple):

@@ -1,7 +1,7 @@
-"""Rendering of a sweep (:class:`xattn.results.SweepReport`): table, Markdown, CSV, JSON.
+"""Rendering of a sweep (:class:`xattn.comparison.results.SweepReport`): table, Markdown, CSV, JSON.
 
-The sibling of :mod:`xattn.report` (whose cells and row objects it reuses); the plot is :mod:`xattn.plot`.
-The JSON layout is documented in ``docs/sweep.md`` and pinned by :data:`xattn.schema.SWEEP_SCHEMA`.
+The sibling of :mod:`xattn.render.report` (whose cells and row objects it reuses); the plot is :mod:`xattn.render.plot`.
+The JSON layout is documented in ``docs/sweep.md`` and pinned by :data:`xattn.render.schema.SWEEP_SCHEMA`.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import dataclasses
 import io
 import json
 
-from xattn.report import FORMATS, _sci, _wrap, duration, report_dict, row_dict, tabulate
-from xattn.results import UNSUPPORTED
-from xattn.schema import SWEEP_SCHEMA_ID
+from xattn.comparison.results import UNSUPPORTED
+from xattn.render.report import FORMATS, _sci, _wrap, duration, report_dict, row_dict, tabulate
+from xattn.render.schema import SWEEP_SCHEMA_ID
 from xattn.timing import NOISE_THRESHOLD
 
 #: How a swept field is named in headers and on the plot's x axis.
@@ -108,7 +108,7 @@ def _row_cells(row) -> list:
 
 def _notes(sweep) -> list[str]:
     """Errors (one note per distinct message, listing its points), disagreements, noise, the verdict."""
-    from xattn.sweeper import point_label
+    from xattn.comparison.sweeper import point_label
 
     messages: dict[tuple, list[str]] = {}
     disagreements, noisy, refused, bad = [], [], [], []
@@ -181,7 +181,7 @@ def _render_csv(sweep) -> str:
 
 
 def render_sweep(sweep, format: str = "table", *, indent: int | None = 2) -> str:
-    """``sweep`` as text in one of :data:`xattn.report.FORMATS`."""
+    """``sweep`` as text in one of :data:`xattn.render.report.FORMATS`."""
     if format == "json":
         return json.dumps(sweep_dict(sweep), indent=indent, allow_nan=False) + "\n"
     if format == "table":

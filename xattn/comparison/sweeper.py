@@ -1,10 +1,10 @@
 """``xattn.sweep``: :func:`xattn.compare` at every point of a grid of sizes or dtypes.
 
 The grid is the cartesian product of the swept fields' values, in the order given; the first field
-is the x axis of the plot (:mod:`xattn.plot`). Every point is built and validated before anything
+is the x axis of the plot (:mod:`xattn.render.plot`). Every point is built and validated before anything
 runs, so an impossible point (causal with T != S, heads not dividing E) is a ValueError naming it.
 
-A field that :class:`~xattn.spec.AttentionSpec` derives from another follows it across the sweep
+A field that :class:`~xattn.contract.spec.AttentionSpec` derives from another follows it across the sweep
 when the base spec left it at its derived value: S follows T, G follows H, D follows E // H. Setting
 it to another value, sweeping it, or naming it in ``hold`` keeps it where it is.
 
@@ -17,8 +17,8 @@ from __future__ import annotations
 import itertools
 from typing import Callable, Iterable, Mapping
 
-from xattn.results import SweepReport
-from xattn.spec import AttentionSpec
+from xattn.comparison.results import SweepReport
+from xattn.contract.spec import AttentionSpec
 from xattn.timing import DEFAULT_MAX_TIME, DEFAULT_MIN_TIME, DEFAULT_WARMUP
 
 #: Sweeps T and S together (self-attention lengths).
@@ -113,7 +113,7 @@ def sweep(
     threads: int | None = None,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> SweepReport:
-    """:func:`xattn.compare` at every point of ``sweep`` around ``spec``; a :class:`~xattn.results.SweepReport`.
+    """:func:`xattn.compare` at every point of ``sweep`` around ``spec``; a :class:`~.results.SweepReport`.
 
     ``sweep``: field -> values, e.g. ``{"seq": [128, 256, 512], "dtype": ["float32", "bfloat16"]}``;
     fields from :data:`SWEEPABLE` (``seq`` sets q_len and kv_len together); several fields sweep
@@ -122,7 +122,8 @@ def sweep(
     would follow a swept field. ``progress(i, n, label)`` is called before point ``i`` (0-based) of
     ``n``. The other arguments are :func:`xattn.compare`'s, the same at every point.
     """
-    from xattn import comparator, frameworks
+    from xattn.backends import frameworks
+    from xattn.comparison import comparator
     from xattn.timing import _check_times
 
     spec = AttentionSpec() if spec is None else spec

@@ -1,13 +1,13 @@
 """xattn's multi-head attention layer as a ``flax.nnx.Module``, and the JAX side of :func:`xattn.port_weights`.
 
 :class:`FlaxAttention` holds the contract's weights under the contract's names (shape letters as
-in :mod:`xattn.spec`): wq (H,E,D), wk and wv (G,E,D), wo (H,D,E), and with ``bias=True`` bq (H,D),
+in :mod:`xattn.contract.spec`): wq (H,E,D), wk and wv (G,E,D), wo (H,D,E), and with ``bias=True`` bq (H,D),
 bk and bv (G,D), bo (E,). Its forward is the JAX backend's ``einsum`` variant, biases added inside
 the projections; with ``bias=False`` it is that variant op for op. Its torch twin is
-:class:`xattn.torch_module.TorchAttention`: same options, same parameter names and shapes.
+:class:`xattn.layers.torch_layer.TorchAttention`: same options, same parameter names and shapes.
 
 The adapters below read, write and call ``FlaxAttention`` and ``flax.nnx.MultiHeadAttention`` in
-the contract's terms; :mod:`xattn.porting` uses them and imports this module only when a Flax
+the contract's terms; :mod:`xattn.layers.weights` uses them and imports this module only when a Flax
 layer is handed to it.
 """
 
@@ -22,9 +22,18 @@ from einops import einsum, rearrange
 from flax import nnx
 
 from xattn import _compat
-from xattn.contract import attention_dims, default_scale
-from xattn.porting import BIASES, FLAX_ATTENTION, NNX_MHA, WEIGHTS, LayerConfig, layer_options, not_a_layer, raw_names
-from xattn.registry import get_backend
+from xattn.backends.registry import get_backend
+from xattn.contract.shapes import attention_dims, default_scale
+from xattn.layers.weights import (
+    BIASES,
+    FLAX_ATTENTION,
+    NNX_MHA,
+    WEIGHTS,
+    LayerConfig,
+    layer_options,
+    not_a_layer,
+    raw_names,
+)
 
 _backend = get_backend("jax")
 

@@ -3,7 +3,7 @@
 Each takes an array already known to come from its source framework, ``copy`` (None, False or
 True) and, where the target has devices, ``device``. Frameworks are imported inside the functions:
 a path only runs once its source framework is in ``sys.modules``. The checks and messages they
-share live in :mod:`xattn._bridge_rules`; the rules they keep are in ``docs/bridge.md``.
+share live in :mod:`xattn.bridge.rules`; the rules they keep are in ``docs/bridge.md``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 
 from xattn import _compat
-from xattn._bridge_rules import (
+from xattn.bridge.rules import (
     NUMPY_BITS,
     alignment_refusal,
     call_name,

@@ -1,6 +1,6 @@
 """The sweep plot: median time, GFLOP/s and max error against the first swept field.
 
-Takes a :class:`xattn.results.SweepReport` and draws what it holds: one line per backend/variant,
+Takes a :class:`xattn.comparison.results.SweepReport` and draws what it holds: one line per backend/variant,
 colour by variant and line style by backend, the IQR of the timing samples as a band, the error
 budget as a grey line, and one row of panels per combination of the other swept fields.
 matplotlib (the ``plot`` extra) is imported inside the functions and drawn through a bare
@@ -68,7 +68,7 @@ def _series(sweep, group_points):
 
 def _groups(sweep):
     """(label, [(x index, report)]) per combination of the fields after the first, in sweep order."""
-    from xattn.sweeper import point_label
+    from xattn.comparison.sweeper import point_label
 
     x_values = list(sweep.values(sweep.fields[0]))
     groups: dict[tuple, list] = {}
@@ -98,7 +98,7 @@ def _x_axis(axes, field, values):
 
 
 def _duration_tick(seconds, _position=None) -> str:
-    from xattn.report import duration
+    from xattn.render.report import duration
 
     return duration(seconds) if seconds > 0 else ""
 
@@ -115,7 +115,7 @@ def _styles(sweep):
 
 
 def _title(sweep) -> str:
-    from xattn.report_sweep import fixed_spec, sweep_title
+    from xattn.render.sweep_report import fixed_spec, sweep_title
 
     report = sweep.reports[0]
     env, settings = report.env, report.settings
@@ -131,7 +131,7 @@ def _title(sweep) -> str:
 
 def _not_shown(sweep) -> str:
     """One line per backend/variant with no output at some points: which verdict, where."""
-    from xattn.sweeper import point_label
+    from xattn.comparison.sweeper import point_label
 
     missing: dict[tuple, list[str]] = {}
     for point, report in zip(sweep.points, sweep.reports):

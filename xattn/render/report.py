@@ -1,7 +1,7 @@
 """All rendering: reports as a table, Markdown, CSV or JSON; the environment block; port checks.
 
-Takes the frozen dataclasses of :mod:`xattn.results` and :mod:`xattn.port`; computes nothing.
-The JSON layout is documented in ``docs/comparator.md`` and pinned by :data:`xattn.schema.REPORT_SCHEMA`.
+Takes the frozen dataclasses of :mod:`xattn.comparison.results` and :mod:`xattn.porting.check`; computes nothing.
+The JSON layout is documented in ``docs/comparator.md`` and pinned by :data:`xattn.render.schema.REPORT_SCHEMA`.
 The table is meant to read at 100 columns.
 """
 
@@ -16,8 +16,8 @@ import textwrap
 
 import tabulate as _tabulate_module
 
-from xattn.results import UNSUPPORTED
-from xattn.schema import SCHEMA_ID
+from xattn.comparison.results import UNSUPPORTED
+from xattn.render.schema import SCHEMA_ID
 from xattn.timing import NOISE_THRESHOLD
 
 FORMATS = ("table", "json", "markdown", "csv")
@@ -302,7 +302,7 @@ PORT_HEADERS = ("function", "output", "verdict", "max err", "budget", "rel L2", 
 
 
 def render_drift_report(report) -> str:
-    """A :class:`xattn.port.DriftReport` as its table."""
+    """A :class:`xattn.porting.check.DriftReport` as its table."""
     lines = [f"xattn check_port: {report.names[0]} vs {report.names[1]} ({report.dtype}; {report.basis})", ""]
     cells, budgets = [], {}
     for side in report.sides:

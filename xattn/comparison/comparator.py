@@ -1,7 +1,7 @@
 """``xattn.compare``: every (backend, variant) on one problem, against the float64 oracle, timed fairly.
 
 1. Seeded inputs in the run dtype; the float64 oracle and the naive same-dtype computation
-   (:func:`xattn.drift.naive_attention`) on those very bits give each row's budget.
+   (:func:`xattn.numerics.drift.naive_attention`) on those very bits give each row's budget.
 2. Inside the run's numerics settings (matmul precision for both frameworks, JAX x64 for float64,
    torch's threads equal to XLA's), each variant is compiled (timed apart), called once, and its
    output bridged back to NumPy for the drift metrics. A variant that raises becomes an ``error``
@@ -16,18 +16,18 @@ import contextlib
 import itertools
 from typing import Callable, Iterable
 
-from xattn import frameworks
-from xattn.drift import attribute, drift_metrics, naive_attention, naive_budget, naive_runs, within_budget
+from xattn.backends import frameworks
+from xattn.comparison.results import DRIFT, ERROR, NOT_RUN, OK, OUTPUT, UNSUPPORTED, Pair, Report, Row
+from xattn.contract.spec import AttentionSpec, make_inputs
 from xattn.errors import VariantUnsupportedError
-from xattn.results import DRIFT, ERROR, NOT_RUN, OK, OUTPUT, UNSUPPORTED, Pair, Report, Row
-from xattn.spec import AttentionSpec, make_inputs
+from xattn.numerics.drift import attribute, drift_metrics, naive_attention, naive_budget, naive_runs, within_budget
 from xattn.timing import DEFAULT_MAX_TIME, DEFAULT_MIN_TIME, DEFAULT_WARMUP, Candidate, attention_flops, timed
 
 
 def resolve_backends(backends: Iterable[str] | str | None) -> tuple[str, ...]:
     """Backend names, validated and importable; ``None`` means every backend installed here."""
+    from xattn.backends.registry import available_backends, backend_names, get_backend
     from xattn.errors import BackendUnavailableError
-    from xattn.registry import available_backends, backend_names, get_backend
 
     if backends is None:
         names = available_backends()
@@ -111,7 +111,7 @@ def compare(
     progress: Callable[[str], None] | None = None,
     grad: bool = False,
 ) -> Report:
-    """Run every (backend, variant) on ``spec``'s inputs; a :class:`~xattn.results.Report`.
+    """Run every (backend, variant) on ``spec``'s inputs; a :class:`~xattn.comparison.results.Report`.
 
     ``backends``/``variants``: names or a comma-separated string (``backends=None``: every one
     installed; ``variants=None``: those every backend has, ``"all"``: all; see
@@ -122,10 +122,10 @@ def compare(
     ``threads``: intra-op threads for every framework (default: torch gets XLA's count); XLA's
     can only be set before JAX is first imported. ``progress``: called with one line per step.
     ``grad``: also compare each variant's gradients of ⟨out, C⟩ with respect to x (and kv) and
-    wq, wk, wv, wo against the float64 oracle, as ``grad/<input>`` rows (see :mod:`xattn.grad`).
+    wq, wk, wv, wo against the float64 oracle, as ``grad/<input>`` rows (see :mod:`xattn.porting.gradients`).
     """
-    from xattn.env import environment
-    from xattn.oracle import reference
+    from xattn.backends.env import environment
+    from xattn.numerics.oracle import reference
     from xattn.timing import measure_interleaved
 
     say = progress or (lambda line: None)
@@ -179,7 +179,7 @@ def compare(
             measurements = measure_interleaved(candidates, min_time=min_time, max_time=max_time, warmup=warmup)
         grad_rows, grad_pairs = (), ()
         if grad:
-            from xattn.grad import compare_gradients
+            from xattn.porting.gradients import compare_gradients
 
             ran = [(run.row.backend, run.row.variant) for run in runs if run.row.verdict not in NOT_RUN]
             grad_rows, grad_pairs = compare_gradients(ran, spec, inputs, device, progress=say)
@@ -226,8 +226,8 @@ class _Run:
 def _first_run(backend, variant, spec, inputs, oracle, budget, device) -> _Run:
     """Compile (timed apart), call once, measure drift; an exception becomes an ``error`` row."""
     from xattn.api import build
+    from xattn.backends.registry import get_backend
     from xattn.bridge import to_numpy
-    from xattn.registry import get_backend
 
     side = frameworks.side(backend)
     base = dict(backend=backend, variant=variant, dtype=spec.dtype, device=device, quantity=OUTPUT, budget=budget)
