@@ -40,7 +40,9 @@ def main() -> int:
     import xattn
     from xattn.backends import frameworks, jax_attention
     from xattn.backends.registry import get_backend
-    from xattn.numerics.drift import drift_metrics, naive_attention, naive_budget, within_budget
+    from xattn.numerics.budget import naive_budget, within_budget
+    from xattn.numerics.drift import drift_metrics
+    from xattn.numerics.naive import naive_attention
     from xattn.timing import Candidate, measure_interleaved
 
     spec = xattn.AttentionSpec(**SEED)

@@ -11,9 +11,9 @@ import pytest
 import xattn
 import xattn.api
 from xattn import _compat
-from xattn.comparison.results import DRIFT, ERROR, OK, UNSUPPORTED
 from xattn.contract.spec import AttentionSpec
 from xattn.errors import BackendUnavailableError
+from xattn.numerics.judge import DRIFT, ERROR, OK, UNSUPPORTED
 from xattn.render.schema import REPORT_SCHEMA
 
 from conftest import require_backend

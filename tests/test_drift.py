@@ -8,18 +8,10 @@ from hypothesis import strategies as st
 
 import xattn
 from xattn.contract.spec import AttentionSpec, make_inputs
-from xattn.numerics.drift import (
-    ROUNDING_NOISE,
-    attribute,
-    drift_metrics,
-    naive_attention,
-    naive_budget,
-    rounding_step,
-    tolerance_budget,
-    tolerance_excess,
-    ulp_distance,
-    within_budget,
-)
+from xattn.numerics.budget import naive_budget, rounding_step, tolerance_budget, tolerance_excess, within_budget
+from xattn.numerics.drift import drift_metrics, ulp_distance
+from xattn.numerics.judge import ROUNDING_NOISE, attribute
+from xattn.numerics.naive import naive_attention
 
 
 def oracle_of(spec):

@@ -11,20 +11,19 @@ import numpy as np
 import pytest
 
 from xattn.contract.spec import AttentionSpec, make_inputs
-from xattn.numerics.drift import (
+from xattn.numerics.budget import naive_budget, within_budget
+from xattn.numerics.drift import drift_metrics
+from xattn.numerics.layer_oracle import reference_vjp
+from xattn.numerics.naive import (
     MAX_NAIVE_RUNS,
     NAIVE_DRAWS,
-    drift_metrics,
     naive_attention,
-    naive_budget,
     naive_repeats,
     naive_run_count,
     naive_runs,
     stage_rounding,
     takes_rounding_seed,
-    within_budget,
 )
-from xattn.numerics.layer_oracle import reference_vjp
 
 
 @pytest.mark.parametrize("size, runs", [(1, MAX_NAIVE_RUNS), (4, MAX_NAIVE_RUNS), (100, 41), (NAIVE_DRAWS, 1),

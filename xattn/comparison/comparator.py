@@ -17,10 +17,13 @@ import itertools
 from typing import Callable, Iterable
 
 from xattn.backends import frameworks
-from xattn.comparison.results import DRIFT, ERROR, NOT_RUN, OK, OUTPUT, UNSUPPORTED, Pair, Report, Row
+from xattn.comparison.results import OUTPUT, Pair, Report, Row
 from xattn.contract.spec import AttentionSpec, make_inputs
 from xattn.errors import VariantUnsupportedError
-from xattn.numerics.drift import attribute, drift_metrics, naive_attention, naive_budget, naive_runs, within_budget
+from xattn.numerics.budget import naive_budget, within_budget
+from xattn.numerics.drift import drift_metrics
+from xattn.numerics.judge import DRIFT, ERROR, NOT_RUN, OK, UNSUPPORTED, attribute
+from xattn.numerics.naive import naive_attention, naive_runs
 from xattn.timing import DEFAULT_MAX_TIME, DEFAULT_MIN_TIME, DEFAULT_WARMUP, Candidate, attention_flops, timed
 
 

@@ -12,14 +12,12 @@ import dataclasses
 from typing import Any, Mapping
 
 from xattn.contract.spec import AttentionSpec
-from xattn.numerics.drift import Budget, DriftMetrics
+from xattn.numerics.budget import Budget
+from xattn.numerics.drift import DriftMetrics
+from xattn.numerics.judge import OK, PASSING, Verdict
 from xattn.timing import Measurement
 
-OK, DRIFT, ERROR, UNSUPPORTED = "ok", "drift", "error", "unsupported"
-VERDICTS = (OK, DRIFT, ERROR, UNSUPPORTED)
-#: Verdicts that did not produce an output (no drift, no timing, no pair).
-NOT_RUN = (ERROR, UNSUPPORTED)
-#: The quantity of a forward row; gradient rows will be named "grad/<input>".
+#: The quantity of a forward row; gradient rows are named "grad/<input>".
 OUTPUT = "out"
 
 
@@ -31,7 +29,7 @@ class Row:
     variant: str
     dtype: str
     device: str
-    verdict: str
+    verdict: Verdict
     quantity: str = OUTPUT
     drift: DriftMetrics | None = None
     budget: Budget | None = None
@@ -80,7 +78,7 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return all(row.verdict in (OK, UNSUPPORTED) for row in self.results)
+        return all(row.verdict in PASSING for row in self.results)
 
     @property
     def exit_code(self) -> int:

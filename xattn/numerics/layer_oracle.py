@@ -4,7 +4,7 @@
 projections, bo after the output projection); :func:`reference_vjp` is its backward, written out,
 the oracle of every gradient xattn compares (:mod:`xattn.porting.gradients`). Given a run dtype instead of
 ``None``, each is the naive computation behind the budget: every stage accumulated in float32
-(float64 for float64) and rounded to the run dtype, as :func:`xattn.numerics.drift.naive_attention` does.
+(float64 for float64) and rounded to the run dtype, as :func:`xattn.numerics.naive.naive_attention` does.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 
 from xattn.contract.shapes import attention_dims, default_scale
 from xattn.contract.spec import numpy_dtype
-from xattn.numerics.drift import stage_rounding
+from xattn.numerics.naive import stage_rounding
 from xattn.numerics.oracle import key_mask_BTS
 
 
@@ -56,7 +56,7 @@ def layer_reference(x, wq, wk, wv, wo, bq=None, bk=None, bv=None, bo=None, *, kv
 
     With every bias ``None`` this is :func:`xattn.reference`. ``dtype`` (e.g. ``"float32"``) gives
     the naive computation instead: each stage rounded to that dtype, as an eager framework would
-    (``rounding_seed``: randomly, :func:`xattn.numerics.drift.stage_rounding`).
+    (``rounding_seed``: randomly, :func:`xattn.numerics.naive.stage_rounding`).
     """
     kv = x if kv is None else kv
     dtype = None if dtype is None else numpy_dtype(dtype) if isinstance(dtype, str) else dtype
@@ -71,7 +71,7 @@ def reference_vjp(x, wq, wk, wv, wo, bq=None, bk=None, bv=None, bo=None, *, cota
 
     Returns ``{"x", "kv" (only when kv is given), "wq", "wk", "wv", "wo", and "bq".."bo" for the
     biases given}``. ``dtype`` gives the naive same-dtype backward (every stage rounded), the
-    budget's yardstick (``rounding_seed``: with random rounding, :func:`xattn.numerics.drift.stage_rounding`).
+    budget's yardstick (``rounding_seed``: with random rounding, :func:`xattn.numerics.naive.stage_rounding`).
     Shapes as in :func:`xattn.reference`; cotangent (B,T,E).
     """
     cross = kv is not None

@@ -22,17 +22,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from xattn.numerics.drift import (
-    Budget,
-    DriftMetrics,
-    attribute,
-    drift_metrics,
-    naive_budget,
-    naive_repeats,
-    tolerance_budget,
-    tolerance_excess,
-    within_budget,
-)
+from xattn.numerics.budget import Budget, naive_budget, tolerance_budget, tolerance_excess, within_budget
+from xattn.numerics.drift import DriftMetrics, drift_metrics
+from xattn.numerics.judge import attribute
+from xattn.numerics.naive import naive_repeats
 
 FRAMEWORK_NAMES = ("jax", "torch", "numpy")
 _FRAMEWORK_ROOTS = {"jax": "jax", "jaxlib": "jax", "flax": "jax", "torch": "torch"}

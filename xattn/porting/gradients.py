@@ -20,17 +20,10 @@ import inspect
 import numpy as np
 
 from xattn.contract.spec import numpy_dtype
-from xattn.numerics.drift import (
-    NAIVE_FACTOR,
-    drift_metrics,
-    naive_budget,
-    naive_repeats,
-    naive_runs,
-    rounding_step,
-    tolerance_budget,
-    within_budget,
-)
+from xattn.numerics.budget import NAIVE_FACTOR, naive_budget, rounding_step, tolerance_budget, within_budget
+from xattn.numerics.drift import drift_metrics
 from xattn.numerics.layer_oracle import reference_vjp
+from xattn.numerics.naive import naive_repeats, naive_runs
 
 #: Seed of the cotangent C in the loss ⟨out, C⟩ (apart from the inputs' seed, so C is not x).
 COTANGENT_SEED = 20240917
@@ -253,8 +246,8 @@ def compare_gradients(plan, spec, inputs, device, progress=None):
     """
     from xattn.api import build
     from xattn.backends.registry import get_backend
-    from xattn.comparison.results import DRIFT, ERROR, OK, Pair, Row
-    from xattn.numerics.drift import attribute
+    from xattn.comparison.results import Pair, Row
+    from xattn.numerics.judge import DRIFT, ERROR, OK, attribute
 
     say = progress or (lambda line: None)
     cross = inputs.kv is not inputs.x

@@ -16,7 +16,7 @@ import textwrap
 
 import tabulate as _tabulate_module
 
-from xattn.comparison.results import UNSUPPORTED
+from xattn.numerics.judge import UNSUPPORTED
 from xattn.render.schema import SCHEMA_ID
 from xattn.timing import NOISE_THRESHOLD
 

@@ -11,7 +11,7 @@ import dataclasses
 import io
 import json
 
-from xattn.comparison.results import UNSUPPORTED
+from xattn.numerics.judge import UNSUPPORTED, is_disagreement
 from xattn.render.report import FORMATS, _sci, _wrap, duration, report_dict, row_dict, tabulate
 from xattn.render.schema import SWEEP_SCHEMA_ID
 from xattn.timing import NOISE_THRESHOLD
@@ -125,7 +125,7 @@ def _notes(sweep) -> list[str]:
             if row.timing is not None and row.timing.noisy:
                 noisy.append(f"{name} at {where} {row.timing.spread:.2f}")
         for pair in report.pairs:
-            if pair.attribution != "rounding noise" and not pair.attribution.startswith("n/a"):
+            if is_disagreement(pair.attribution):
                 disagreements.append(f"{pair.a} vs {pair.b} at {where}: {pair.attribution}")
     notes = [_wrap(f"{name}: {kind}: ", f"{error} [at {'; '.join(points)}]")
              for (name, kind, error), points in messages.items()]

@@ -1,0 +1,148 @@
+"""What error an output may have and still count as the same computation. NumPy only.
+
+Budget, in the FlashAttention manner: ``max_abs_err <= 2 * naive_max_abs_err + rounding_step``,
+where the naive computation (:mod:`xattn.numerics.naive`) is the same math evaluated in the run
+dtype, rounded to it after every stage, and the rounding step is one unit in the last place of the
+run dtype at the oracle's largest magnitude. Where no naive computation exists (a user function
+without a reference), torch.testing's per-dtype rtol/atol is the budget (:data:`TOLERANCES`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from xattn.contract.spec import numpy_dtype
+from xattn.numerics.drift import DriftMetrics, drift_metrics, finite_pair
+from xattn.numerics.naive import naive_run_count
+
+#: The budget's multiplier on the naive computation's error (FlashAttention's tests use 2).
+NAIVE_FACTOR = 2.0
+
+
+#: torch.testing.assert_close's default (rtol, atol) per dtype: the fallback budget.
+TOLERANCES = {
+    "float16": (1e-3, 1e-5),
+    "bfloat16": (1.6e-2, 1e-5),
+    "float32": (1.3e-6, 1e-5),
+    "float64": (1e-7, 1e-7),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """What error an output may have and still count as the same computation.
+
+    ``method`` is ``"naive"`` (``max_abs <= 2·naive_max_abs_err + rounding_step``) or
+    ``"tolerance"`` (elementwise ``|a-b| <= atol + rtol·|b|``, torch.testing's defaults).
+    """
+
+    dtype: str
+    method: str
+    max_abs: float | None
+    naive_max_abs_err: float | None = None
+    rounding_step: float | None = None
+    rtol: float | None = None
+    atol: float | None = None
+    #: How many naive runs ``naive_max_abs_err`` is the worst of (1: the deterministic run alone).
+    naive_runs: int | None = None
+
+    def describe(self) -> str:
+        if self.method == "naive":
+            runs = f" (worst of {self.naive_runs} runs)" if (self.naive_runs or 1) > 1 else ""
+            return f"{NAIVE_FACTOR:g}×naive {self.naive_max_abs_err:.2g}{runs} + ulp {self.rounding_step:.2g}"
+        return f"rtol {self.rtol:g}, atol {self.atol:g}"
+
+
+def rounding_step(expected, dtype: str) -> float:
+    """One unit in the last place of ``dtype`` at ``expected``'s largest finite magnitude."""
+    values = np.abs(np.asarray(expected, dtype=np.float64))
+    values = values[np.isfinite(values)]
+    largest = float(values.max()) if values.size else 0.0
+    return float(np.spacing(np.asarray(largest, dtype=numpy_dtype(dtype))))
+
+
+def naive_budget(naive_output, expected, dtype: str) -> Budget:
+    """The FlashAttention-style budget from a naive same-dtype computation's output.
+
+    ``naive_output``: one run's output, or a list of runs (the deterministic one first, then its
+    random-rounding repeats): the naive error is the worst of the first
+    ``naive_run_count(expected.size)`` of them, about :data:`NAIVE_DRAWS` draws.
+    """
+    runs = list(naive_output) if isinstance(naive_output, (list, tuple)) else [naive_output]
+    runs = runs[:naive_run_count(np.asarray(expected).size)]
+    if not runs:
+        raise ValueError("naive_budget: expected at least one naive output; got an empty list")
+    worst = max(drift_metrics(run, expected, dtype).max_abs_err for run in runs)
+    step = rounding_step(expected, dtype)
+    return Budget(
+        dtype=dtype,
+        method="naive",
+        max_abs=NAIVE_FACTOR * worst + step,
+        naive_max_abs_err=worst,
+        rounding_step=step,
+        naive_runs=len(runs),
+    )
+
+
+def tolerance_budget(dtype: str, rtol: float | None = None, atol: float | None = None) -> Budget:
+    """torch.testing's default rtol/atol for ``dtype`` (each overridable)."""
+    default_rtol, default_atol = TOLERANCES.get(dtype, TOLERANCES["float32"])
+    return Budget(
+        dtype=dtype,
+        method="tolerance",
+        max_abs=None,
+        rtol=default_rtol if rtol is None else float(rtol),
+        atol=default_atol if atol is None else float(atol),
+    )
+
+
+def tolerance_excess(actual, expected, budget: Budget) -> float:
+    """max over finite elements of ``|a-e| / (atol + rtol·|e|)``: above 1 means over budget."""
+    a, e, _ = finite_pair(actual, expected)
+    if a.size == 0:
+        return 0.0
+    return float((np.abs(a - e) / (budget.atol + budget.rtol * np.abs(e))).max())
+
+
+def within_budget(metrics: DriftMetrics, budget: Budget, excess: float | None = None) -> bool:
+    """True when ``metrics`` is within ``budget`` (a non-finite mismatch never is)."""
+    if metrics.nonfinite_mismatches:
+        return False
+    if budget.method == "naive":
+        return metrics.max_abs_err <= budget.max_abs
+    if excess is None:
+        raise ValueError("within_budget: expected the tolerance excess for a tolerance budget; got None")
+    return excess <= 1.0
+
+
+def reference_budget(naive_runs, expected, dtype, rtol=None, atol=None) -> Budget:
+    """The naive budget from ``naive_runs`` (deterministic run first) where they are in the run dtype.
+
+    A reference that gave no naive run, or one in another dtype, leaves torch.testing's tolerance.
+    """
+    if naive_runs and str(np.asarray(naive_runs[0]).dtype) == dtype:
+        return naive_budget([np.asarray(run) for run in naive_runs], expected, dtype)
+    return tolerance_budget(dtype, rtol, atol)
+
+
+#: A gradient whose float64 oracle stays below this fraction of the largest one is zero in exact
+#: arithmetic (float64 rounding leaves ~1e-16 of the terms), and gets that largest one's rounding step.
+STRUCTURAL_ZERO = 1e-9
+
+
+def floored(budget: Budget, expected, largest: float | None) -> Budget:
+    """``budget``, with a rounding step that fits a gradient that is zero in exact arithmetic.
+
+    Such a gradient is a sum whose terms cancel (the softmax ignores a shift of every logit, so
+    d/d bk is 0): what it carries is the rounding of its terms, whose scale is that of the other
+    gradients of the same loss (``largest``, the largest of their magnitudes), not its own (zero)
+    one. Its floor is one rounding step at ``largest`` instead. Other budgets come back unchanged.
+    """
+    if budget.method != "naive" or not largest:
+        return budget
+    if float(np.abs(np.asarray(expected, np.float64)).max(initial=0.0)) > STRUCTURAL_ZERO * largest:
+        return budget
+    step = rounding_step(np.asarray(largest), budget.dtype)
+    return dataclasses.replace(budget, rounding_step=step, max_abs=NAIVE_FACTOR * budget.naive_max_abs_err + step)
