@@ -8,7 +8,7 @@ import jsonschema
 import pytest
 from click.testing import CliRunner
 
-import xattn.api
+import xattn.backends.registry
 from xattn import _compat
 from xattn.cli import main
 from xattn.render.schema import REPORT_SCHEMA
@@ -71,7 +71,7 @@ def test_other_formats(fmt, marker):
 
 def test_exit_1_when_a_row_drifts(monkeypatch):
     require_backend("jax")
-    real = xattn.api.build
+    real = xattn.backends.registry.build
 
     class Doubled:
         def __init__(self, fn):
@@ -83,7 +83,7 @@ def test_exit_1_when_a_row_drifts(monkeypatch):
         def __call__(self, *args):
             return self.fn(*args) * 2
 
-    monkeypatch.setattr(xattn.api, "build", lambda backend, variant, **o: Doubled(real(backend, variant, **o)))
+    monkeypatch.setattr(xattn.backends.registry, "build", lambda backend, variant, **o: Doubled(real(backend, variant, **o)))
     result = run("compare", "--backends", "jax", "--variants", "einsum", *TINY)
     assert result.exit_code == 1
     assert "drift" in result.output and "not ok: jax/einsum" in result.output

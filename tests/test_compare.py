@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 
 import xattn
-import xattn.api
+import xattn.backends.registry
 from xattn import _compat
 from xattn.contract.spec import AttentionSpec
 from xattn.errors import BackendUnavailableError
@@ -89,13 +89,13 @@ class _Wrong:
 @pytest.mark.parametrize("mode", ["scale", "nan"])
 def test_a_wrong_variant_is_drift_and_its_pair_names_it(monkeypatch, mode):
     both()
-    real = xattn.api.build
+    real = xattn.backends.registry.build
 
     def build(backend, variant, **options):
         fn = real(backend, variant, **options)
         return _Wrong(fn, mode) if (backend, variant) == ("jax", "packed") else fn
 
-    monkeypatch.setattr(xattn.api, "build", build)
+    monkeypatch.setattr(xattn.backends.registry, "build", build)
     report = xattn.compare(backends="jax,torch", variants="einsum,packed", spec=SMALL, timing=False)
     verdicts = {row.label: row.verdict for row in report.results}
     assert verdicts == {"jax/einsum": OK, "jax/packed": DRIFT, "torch/einsum": OK, "torch/packed": OK}
@@ -125,14 +125,14 @@ def test_an_unsupported_variant_is_a_refusal_row_with_its_message():
 
 def test_any_other_exception_is_an_error_row_that_fails_the_run(monkeypatch):
     require_backend("jax")
-    real = xattn.api.build
+    real = xattn.backends.registry.build
 
     def broken(backend, variant, **options):
         if variant == "packed":
             raise RuntimeError("kernel exploded")
         return real(backend, variant, **options)
 
-    monkeypatch.setattr(xattn.api, "build", broken)
+    monkeypatch.setattr(xattn.backends.registry, "build", broken)
     report = xattn.compare(backends="jax", variants="einsum,packed", spec=SMALL, timing=False)
     row = report.row("jax", "packed")
     assert row.verdict == ERROR and row.error == "kernel exploded" and row.error_type == "RuntimeError"
@@ -180,7 +180,7 @@ def test_bad_arguments_are_value_errors_naming_the_valid_ones(arguments, message
 
 def test_compiled_runs_only_where_it_exists():
     both()
-    from xattn.comparison.comparator import resolve_variants
+    from xattn.comparison.settings import resolve_variants
 
     assert resolve_variants(("jax", "torch"), "einsum,compiled") == (
         ("jax", "einsum"), ("torch", "einsum"), ("torch", "compiled"))
@@ -188,7 +188,7 @@ def test_compiled_runs_only_where_it_exists():
 
 def test_the_default_runs_the_paired_variants_and_all_adds_the_rest():
     both()
-    from xattn.comparison.comparator import resolve_variants
+    from xattn.comparison.settings import resolve_variants
 
     shared = ("einsum", "packed", "vmap", "sdpa", "blocked", "tiled")
     paired = resolve_variants(("jax", "torch"), None)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import xattn
-from xattn.porting.check import check_port, infer_framework
+from xattn.porting.check import check_port
+from xattn.porting.infer import infer_framework
 
 from conftest import require_backend
 

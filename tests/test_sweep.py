@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 import xattn
-import xattn.api
+import xattn.backends.registry
 from xattn.cli import main
 from xattn.comparison.sweeper import sweep_points
 from xattn.contract.spec import AttentionSpec
@@ -210,7 +210,7 @@ def test_plot_without_timing_draws_the_error_panel_alone(tmp_path):
 
 def test_exit_1_when_a_row_drifts_at_one_point(monkeypatch):
     require_backend("jax")
-    real = xattn.api.build
+    real = xattn.backends.registry.build
 
     class Doubled:
         def __init__(self, fn):
@@ -226,7 +226,7 @@ def test_exit_1_when_a_row_drifts_at_one_point(monkeypatch):
         fn = real(backend, variant, **options)
         return Doubled(fn) if options["causal"] else fn
 
-    monkeypatch.setattr(xattn.api, "build", build)
+    monkeypatch.setattr(xattn.backends.registry, "build", build)
     result = run("sweep", "--backends", "jax", "--variants", "einsum", "--seq", "8,16", *TINY, "--no-timing",
                  "--causal")
     assert result.exit_code == 1

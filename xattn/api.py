@@ -2,34 +2,9 @@
 
 from __future__ import annotations
 
-from xattn.backends.registry import get_backend
+from xattn.backends.registry import build, check_variant, get_backend, variants  # noqa: F401  (public API)
 from xattn.contract.shapes import attention_dims, default_scale
 from xattn.numerics.oracle import check_bmm
-
-
-def variants(backend: str) -> tuple[str, ...]:
-    """Names of the contract's attention variants that ``backend`` implements."""
-    return tuple(get_backend(backend).VARIANTS)
-
-
-def _check_variant(module, backend: str, variant: str) -> None:
-    if variant not in module.VARIANTS:
-        raise ValueError(
-            f"variant: expected one of {', '.join(module.VARIANTS)} for backend {backend!r}; got {variant!r}"
-        )
-
-
-def build(backend: str, variant: str, *, causal=False, scale=None, head_dim=None, padded=False):
-    """The backend's callable ``fn(x, kv, wq, wk, wv, wo, key_lengths)`` for one configuration.
-
-    Built once per configuration and cached by the backend (JAX: a jitted function whose
-    ``lower(...).compile()`` the timer can call apart). ``padded`` says whether key_lengths is given.
-    """
-    module = get_backend(backend)
-    _check_variant(module, backend, variant)
-    if scale is None and head_dim is None:
-        raise ValueError("build: expected scale or head_dim (the default scale is 1/sqrt(head_dim)); got neither")
-    return module.build(variant, causal=bool(causal), scale=default_scale(head_dim, scale), padded=bool(padded))
 
 
 def attention(x, wq, wk, wv, wo, *, kv=None, causal=False, key_lengths=None, scale=None, backend, variant):
@@ -39,8 +14,7 @@ def attention(x, wq, wk, wv, wo, *, kv=None, causal=False, key_lengths=None, sca
     key_lengths (B,) integers in [1, S]. Inputs may be NumPy arrays or the backend's own arrays;
     the result is the backend's array (B,T,E) in the inputs' dtype.
     """
-    module = get_backend(backend)
-    _check_variant(module, backend, variant)
+    module = check_variant(backend, variant)
     kv = x if kv is None else kv
     dims = attention_dims(x, kv, wq, wk, wv, wo, causal=causal, key_lengths=key_lengths)
     fn = build(backend, variant, causal=causal, scale=scale, head_dim=dims.D, padded=key_lengths is not None)

@@ -156,35 +156,45 @@ run_options = _options(
 )
 
 
-def _prepare_run(backends, variants, device, threads, min_time, max_time) -> tuple[str, ...]:
-    """Check the run options and resolve the backends, as usage errors (exit 2), before anything runs."""
-    from xattn.comparison import comparator
+def _flag(argument: str) -> str:
+    return "--" + argument.replace("_", "-")
+
+
+def _prepare_run(backends, variants, **options):
+    """``(plan, settings)``: the run options validated and the names resolved, as usage errors (exit 2),
+    before anything runs (the same RunSettings and Plan the library validates)."""
+    from xattn.comparison import settings as run_settings
     from xattn.errors import BackendUnavailableError
 
-    if max_time < min_time:
-        raise click.BadParameter(f"expected at least --min-time={min_time}; got {max_time}", param_hint="--max-time")
-    if threads is not None:
+    try:
+        settings = run_settings.RunSettings(**options)
+    except ValueError as error:  # "max_time: expected at least min_time=2; got 1" -> --max-time, in flags
+        field, _, message = str(error).partition(": ")
+        for name in options:
+            message = message.replace(name, _flag(name))
+        raise click.BadParameter(message, param_hint=_flag(field)) from None
+    if settings.threads is not None:
         from xattn.backends.frameworks import request_xla_threads
 
-        request_xla_threads(threads)  # before anything imports JAX
+        request_xla_threads(settings.threads)  # before anything imports JAX
     try:
-        names = comparator.resolve_backends(_names(backends))
+        names = run_settings.resolve_backends(_names(backends))
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--backends") from None
     except BackendUnavailableError as error:
         raise click.UsageError(str(error)) from None
     try:
-        comparator.resolve_variants(names, _names(variants))
+        runs = run_settings.resolve_variants(names, _names(variants))
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--variants") from None
     try:
-        comparator.resolve_device(device, names)
+        device = run_settings.resolve_device(settings.device, names)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--device") from None
     from xattn.backends.caches import enable_compilation_caches
 
     enable_compilation_caches(names)  # a second run skips XLA and inductor compiles (XATTN_NO_CACHE=1: off)
-    return names
+    return run_settings.Plan(names, runs, device), settings
 
 
 @main.command()
@@ -217,12 +227,11 @@ def compare(backends, variants, seed_shape, dtype, seed, device, matmul_precisio
         spec = AttentionSpec(dtype=dtype, seed=seed, **fields)
     except ValueError as error:
         raise click.UsageError(f"impossible spec: {error}") from None
-    names = _prepare_run(backends, variants, device, threads, min_time, max_time)
+    plan, settings = _prepare_run(backends, variants, device=device, matmul_precision=matmul_precision,
+                                  threads=threads, min_time=min_time, max_time=max_time, timing=not no_timing,
+                                  grad=grad)
     progress = (lambda line: click.echo(f"xattn: {line}", err=True)) if sys.stderr.isatty() else None
-    report = comparator.compare(
-        names, _names(variants), spec, device=device, matmul_precision=matmul_precision, min_time=min_time,
-        max_time=max_time, timing=not no_timing, threads=threads, progress=progress, grad=grad,
-    )
+    report = comparator.run(plan, spec, settings, progress)
     _emit(report.render(fmt), output)
     raise SystemExit(report.exit_code)
 
@@ -305,7 +314,7 @@ def sweep(ctx, backends, variants, seed_shape, seq, dtype, seed, device, matmul_
         raise click.UsageError(f"impossible sweep point 1 of {count} ({label}): {error}") from None
     hold = [name for name in sweeper.FOLLOWS if sizes[name] is not None]
     try:
-        _, points = sweeper.sweep_points(spec, swept, hold)
+        fields, points = sweeper.sweep_points(spec, swept, hold)
     except ValueError as error:
         raise click.UsageError(f"impossible {error}") from None
     if plot_path is not None:
@@ -316,12 +325,10 @@ def sweep(ctx, backends, variants, seed_shape, seq, dtype, seed, device, matmul_
             require_matplotlib()
         except PlotUnavailableError as error:
             raise click.UsageError(str(error)) from None
-    names = _prepare_run(backends, variants, device, threads, min_time, max_time)
+    plan, settings = _prepare_run(backends, variants, device=device, matmul_precision=matmul_precision,
+                                  threads=threads, min_time=min_time, max_time=max_time, timing=not no_timing)
     with _progress(len(points)) as progress:
-        result = sweeper.sweep(
-            names, _names(variants), spec, swept, hold=hold, device=device, matmul_precision=matmul_precision,
-            min_time=min_time, max_time=max_time, timing=not no_timing, threads=threads, progress=progress,
-        )
+        result = sweeper.run(plan, spec, fields, points, settings, progress)
     _emit(result.render(fmt), output)
     if plot_path is not None:
         result.plot(plot_path)

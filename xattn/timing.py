@@ -103,7 +103,7 @@ def _block(candidate: Candidate, number: int) -> float:
     return time.perf_counter() - start
 
 
-def _check_times(min_time: float, max_time: float, warmup: float) -> None:
+def check_times(min_time: float, max_time: float, warmup: float) -> None:
     for name, value in (("min_time", min_time), ("max_time", max_time), ("warmup", warmup)):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
             raise ValueError(f"{name}: expected a non-negative number of seconds; got {value!r}")
@@ -148,7 +148,7 @@ def measure_interleaved(
     warmup: float = DEFAULT_WARMUP,
 ) -> dict[str, Measurement]:
     """Time every candidate, round by round; ``min_time``/``max_time`` are measured seconds per candidate."""
-    _check_times(min_time, max_time, warmup)
+    check_times(min_time, max_time, warmup)
     block_s = max(MIN_BLOCK_S, min_time / 20)
     states = {name: _State(_calibrate(candidate, warmup, block_s)) for name, candidate in candidates.items()}
     order = list(candidates)

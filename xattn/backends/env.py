@@ -14,14 +14,13 @@ from importlib import metadata
 
 from xattn._version import __version__
 from xattn.backends import frameworks
+from xattn.backends.frameworks import FRAMEWORKS
 
 #: Distributions whose versions are recorded (import names differ for none of them).
 PACKAGES = ("numpy", "ml_dtypes", "jax", "jaxlib", "flax", "torch", "einops")
 #: Environment variables that change thread pools or numerics.
 VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS", "JAX_ENABLE_X64", "JAX_DEFAULT_MATMUL_PRECISION",
              "CUDA_VISIBLE_DEVICES", "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE")
-#: The extra that installs each framework.
-EXTRAS = {"jax": "jax", "torch": "torch"}
 
 
 def package_version(name: str) -> str | None:
@@ -34,7 +33,7 @@ def package_version(name: str) -> str | None:
 def environment(frameworks_to_inspect=None) -> dict:
     """The environment as a JSON-ready dict; inspects (imports) the named frameworks, default all installed."""
     if frameworks_to_inspect is None:
-        frameworks_to_inspect = tuple(name for name in EXTRAS if package_version(name) is not None)
+        frameworks_to_inspect = tuple(name for name in FRAMEWORKS if package_version(name) is not None)
     env = {
         "xattn": __version__,
         "python": sys.version.split()[0],
@@ -46,13 +45,13 @@ def environment(frameworks_to_inspect=None) -> dict:
         "threads": {},
         "numerics": {},
     }
-    for name in EXTRAS:
+    for name in FRAMEWORKS:
         if name not in frameworks_to_inspect:
             continue
         try:
             side = frameworks.side(name)
         except ImportError as error:
-            env["devices"][name] = f"not installed ({error}); pip install 'xattn[{EXTRAS[name]}]'"
+            env["devices"][name] = f"not installed ({error}); {FRAMEWORKS[name].install}"
             continue
         env["devices"][name] = side.devices()
         env["threads"].update(side.threads())

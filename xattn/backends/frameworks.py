@@ -1,22 +1,55 @@
-"""What the comparator needs from each framework beyond its attention code, one small class each.
+"""Every per-framework fact outside the attention code: one descriptor and one adapter ("side") each.
 
-Placing inputs on a device (through :mod:`xattn.bridge`), waiting for results, thread counts, and
-the numerics switches (matmul precision, x64) set for a run and restored after it. Each class
-imports its framework in ``__init__``; importing this module imports none.
+A :class:`Framework` is what xattn knows of a framework without importing it: its import name, the
+pip extra that installs it, the module of its attention variants, and the top-level modules that
+belong to it (what :func:`xattn.porting.infer.infer_framework` looks for in a user's code). A *side*
+(:class:`JaxSide`, :class:`TorchSide`) is what the comparator and the porting checks need of it at
+run time: placing inputs on a device (through :mod:`xattn.bridge`), waiting for results, thread
+counts, the numerics switches (matmul precision, x64) set for a run and restored after it, calling
+a function and its vector-Jacobian product, and notes on what it chose (torch's SDPA kernel). Each
+side imports its framework in ``__init__``; importing this module imports none.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import warnings
 
 from xattn import _compat
 
-#: --matmul-precision choices; ``default`` leaves each framework's own setting untouched.
+
+@dataclasses.dataclass(frozen=True)
+class Framework:
+    """What xattn knows of one framework without importing it."""
+
+    #: The backend's name, which is also the framework's import name.
+    name: str
+    #: The pip extra that installs it: ``pip install 'xattn[<extra>]'``.
+    extra: str
+    #: The module of its attention variants (a :class:`xattn.backends.protocol.Backend`).
+    implementation: str
+    #: Top-level modules whose objects take this framework's arrays (the framework's own and its module libraries).
+    roots: tuple[str, ...]
+
+    @property
+    def install(self) -> str:
+        return f"pip install 'xattn[{self.extra}]'"
+
+
+FRAMEWORKS = {
+    "jax": Framework("jax", "jax", "xattn.backends.jax_attention", ("jax", "jaxlib", "flax", "equinox")),
+    "torch": Framework("torch", "torch", "xattn.backends.torch_attention", ("torch",)),
+}
+
+#: Framework of each root module: ``"flax"`` -> ``"jax"``.
+ROOTS = {root: framework.name for framework in FRAMEWORKS.values() for root in framework.roots}
+
+#: matmul_precision choices; ``default`` leaves each framework's own setting untouched.
 MATMUL_PRECISIONS = ("highest", "high", "default")
-#: --device choices; ``auto`` is cuda when every selected framework sees one, else cpu.
+#: device choices; ``auto`` is cuda when every selected framework sees one.
 DEVICES = ("cpu", "cuda", "auto")
 
 
@@ -45,9 +78,11 @@ def request_xla_threads(threads: int) -> bool:
 
 
 class JaxSide:
-    """JAX: arrays via the bridge, ``block_until_ready``, XLA's thread pool, jax.config flags."""
+    """JAX: arrays via the bridge, ``block_until_ready``, XLA's thread pool, jax.config flags, jax.vjp."""
 
     name = "jax"
+    #: XLA fixes its intra-op thread count when JAX starts; a run can only record it.
+    threads_fixed = True
 
     def __init__(self):
         import jax
@@ -68,7 +103,7 @@ class JaxSide:
         except RuntimeError:
             seen = ", ".join(str(d) for d in self.jax.devices())
             raise ValueError(
-                f"device: expected a {kind} device for jax; got only {seen}. Install jax[cuda12] or use --device cpu"
+                f"device: expected a {kind} device for jax; got only {seen}. Install jax[cuda12] or run on the cpu"
             ) from None
 
     def put(self, arrays, device):
@@ -99,9 +134,13 @@ class JaxSide:
     def devices(self) -> list[str]:
         return [f"{d.platform}:{d.id} {getattr(d, 'device_kind', '')}".strip() for d in self.jax.devices()]
 
+    def x64_off(self) -> bool:
+        """Whether a float64 run needs xattn to turn jax_enable_x64 on."""
+        return not _compat.jax_x64_enabled()
+
     @contextlib.contextmanager
-    def settings(self, *, matmul_precision: str, x64: bool):
-        """jax_default_matmul_precision and jax_enable_x64 for the block, restored after."""
+    def settings(self, *, matmul_precision: str, x64: bool, threads: int | None = None):
+        """jax_default_matmul_precision and jax_enable_x64 for the block, restored after (``threads``: fixed)."""
         config = self.jax.config
         before = config.jax_default_matmul_precision
         with contextlib.ExitStack() as stack:
@@ -112,11 +151,38 @@ class JaxSide:
                 stack.callback(config.update, "jax_default_matmul_precision", before)
             yield
 
+    def notes(self, variant: str, spec, x) -> tuple[str, ...]:
+        """What the framework chose for ``variant`` that the report should name: nothing for JAX."""
+        return ()
+
+    def call(self, fn, args):
+        return fn(*args)
+
+    def vjp(self, fn, args, wrt, cotangent) -> list:
+        """Gradients of ⟨fn(*args), C⟩ for ``args[i]``, i in ``wrt``; ``cotangent(out)`` gives C's tree."""
+        args = list(args)
+
+        def of_differentiated(*values):
+            full = list(args)
+            for index, value in zip(wrt, values):
+                full[index] = value
+            return fn(*full)
+
+        out, pullback = self.jax.vjp(of_differentiated, *[args[i] for i in wrt])
+        return list(pullback(cotangent(out)))
+
+    @contextlib.contextmanager
+    def float64(self):
+        """The block may compute in float64 (x64 on), restored after."""
+        with _compat.jax_x64(True):
+            yield
+
 
 class TorchSide:
-    """torch: tensors via the bridge, ``torch.cuda.synchronize``, intra-op threads, matmul precision."""
+    """torch: tensors via the bridge, ``torch.cuda.synchronize``, intra-op threads, matmul precision, autograd."""
 
     name = "torch"
+    threads_fixed = False
 
     def __init__(self):
         import torch
@@ -130,7 +196,7 @@ class TorchSide:
         if kind == "cuda" and not self.has_cuda():
             raise ValueError(
                 f"device: expected a cuda device for torch; got torch.cuda.is_available() False"
-                f" (torch {self.torch.__version__}). Install a CUDA build of torch or use --device cpu"
+                f" (torch {self.torch.__version__}). Install a CUDA build of torch or run on the cpu"
             )
         return self.torch.device(kind)
 
@@ -142,6 +208,9 @@ class TorchSide:
     def sync(self, outputs) -> None:
         if self.torch.cuda.is_available() and self.torch.cuda.is_initialized():
             self.torch.cuda.synchronize()
+
+    def intra_op_threads(self) -> int:
+        return self.torch.get_num_threads()
 
     def threads(self) -> dict:
         return {
@@ -179,6 +248,9 @@ class TorchSide:
             names += [f"cuda:{i} {self.torch.cuda.get_device_name(i)}" for i in range(self.torch.cuda.device_count())]
         return names
 
+    def x64_off(self) -> bool:
+        return False
+
     def sdpa_kernel(self, q_BHTD, k_BHSD, v_BHSD, mask=None, causal=False) -> str | None:
         """The fused kernel torch's SDPA dispatcher picks for these tensors (a private query; None if gone)."""
         try:
@@ -189,9 +261,22 @@ class TorchSide:
         except Exception:  # torch._fused_sdp_choice is private: report nothing rather than fail
             return None
 
+    def notes(self, variant: str, spec, x) -> tuple[str, ...]:
+        """What torch chose for ``variant`` on ``spec`` (inputs like ``x``): the SDPA kernel of ``sdpa``."""
+        if variant != "sdpa":
+            return ()
+        torch = self.torch
+        q = torch.empty(spec.batch, spec.heads, spec.q_len, spec.head_dim, dtype=x.dtype, device=x.device)
+        kv = torch.empty(spec.batch, spec.heads, spec.kv_len, spec.head_dim, dtype=x.dtype, device=x.device)
+        mask = None
+        if spec.key_lengths is not None:
+            mask = torch.ones(spec.batch, 1, spec.q_len, spec.kv_len, dtype=torch.bool, device=x.device)
+        kernel = self.sdpa_kernel(q, kv, kv, mask, spec.causal and mask is None)
+        return (f"SDPA kernel: {kernel}",) if kernel else ()
+
     @contextlib.contextmanager
-    def settings(self, *, matmul_precision: str, threads: int | None = None):
-        """float32 matmul precision and intra-op threads for the block, restored after."""
+    def settings(self, *, matmul_precision: str, x64: bool = False, threads: int | None = None):
+        """float32 matmul precision and intra-op threads for the block, restored after; autograd off."""
         torch = self.torch
         precision_before, threads_before = torch.get_float32_matmul_precision(), torch.get_num_threads()
         try:
@@ -199,11 +284,39 @@ class TorchSide:
                 torch.set_float32_matmul_precision(matmul_precision)
             if threads is not None and threads != threads_before:
                 torch.set_num_threads(threads)
-            yield
+            with torch.no_grad():
+                yield
         finally:
             torch.set_float32_matmul_precision(precision_before)
             if torch.get_num_threads() != threads_before:
                 torch.set_num_threads(threads_before)
+
+    def call(self, fn, args):
+        with self.torch.no_grad():
+            return fn(*args)
+
+    def vjp(self, fn, args, wrt, cotangent) -> list:
+        """Gradients of ⟨fn(*args), C⟩ for ``args[i]``, i in ``wrt`` (zeros where unused); ``cotangent(out)``: C."""
+        torch = self.torch
+        args = list(args)
+        for index in wrt:
+            args[index] = args[index].detach().requires_grad_(True)
+        with torch.enable_grad():
+            out = fn(*args)
+        pairs = [(leaf, c) for leaf, c in zip(_leaves(out), _leaves(cotangent(out)))]
+        grads = torch.autograd.grad([leaf for leaf, _ in pairs], [args[i] for i in wrt],
+                                    grad_outputs=[c for _, c in pairs], allow_unused=True)
+        return [torch.zeros_like(args[i]) if g is None else g.detach() for i, g in zip(wrt, grads)]
+
+    @contextlib.contextmanager
+    def float64(self):
+        yield
+
+
+def _leaves(tree) -> list:
+    from xattn.bridge.trees import leaves
+
+    return [leaf for _, leaf in leaves(tree)]
 
 
 _SIDES = {"jax": JaxSide, "torch": TorchSide}
@@ -211,7 +324,7 @@ _made: dict[str, object] = {}
 
 
 def side(name: str):
-    """The adapter of backend ``name`` (its framework must already import: see xattn.backends.registry)."""
+    """The adapter of framework ``name`` (its framework must import: see xattn.backends.registry)."""
     if name not in _made:
         _made[name] = _SIDES[name]()
     return _made[name]

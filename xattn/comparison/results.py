@@ -9,7 +9,8 @@ JSON schema change shape when they arrive.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from xattn.contract.spec import AttentionSpec
 from xattn.numerics.budget import Budget
@@ -66,13 +67,70 @@ class Pair:
     attribution: str
 
 
+
 @dataclasses.dataclass(frozen=True)
-class Report:
+class RunRecord(Mapping):
+    """How a comparison ran: its :class:`~xattn.comparison.settings.RunSettings` as applied, and what the
+    machine made of them. Read it by attribute; it also reads as the JSON ``settings`` mapping.
+    """
+
+    backends: tuple[str, ...]
+    variants: tuple[str, ...]
+    device: str
+    matmul_precision: str
+    min_time_s: float
+    max_time_s: float
+    warmup_s: float
+    timing: bool
+    #: Intra-op threads per framework as the run had them.
+    threads: Mapping[str, int]
+    threads_equal: bool
+    #: Whether xattn turned jax_enable_x64 on for this float64 run (and restored it after).
+    jax_enable_x64_set_by_xattn: bool
+    grad: bool
+
+    def to_dict(self) -> dict:
+        data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        data.update(backends=list(self.backends), variants=list(self.variants), threads=dict(self.threads))
+        return data
+
+    def __getitem__(self, key):
+        return self.to_dict()[key]
+
+    def __iter__(self):
+        return iter(field.name for field in dataclasses.fields(self))
+
+    def __len__(self) -> int:
+        return len(dataclasses.fields(self))
+
+
+class _Rendered:
+    """``str()``, ``render()``, ``to_json()`` and ``to_dict()`` through one renderer of :mod:`xattn.render`."""
+
+    def _renderer(self):
+        """``(as_dict, render)``: the functions of :mod:`xattn.render` for this result (imported on use)."""
+        raise NotImplementedError
+
+    def to_dict(self) -> dict:
+        return self._renderer()[0](self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return self._renderer()[1](self, "json", indent=indent)
+
+    def render(self, format: str = "table") -> str:
+        return self._renderer()[1](self, format)
+
+    def __str__(self) -> str:
+        return self.render("table")
+
+
+@dataclasses.dataclass(frozen=True)
+class Report(_Rendered):
     """Everything one comparison found. ``str(report)`` is the table; see :mod:`xattn.render.report`."""
 
     env: Mapping[str, Any]
     spec: AttentionSpec
-    settings: Mapping[str, Any]
+    settings: RunRecord
     results: tuple[Row, ...]
     pairs: tuple[Pair, ...]
 
@@ -91,27 +149,14 @@ class Report:
                 return row
         raise KeyError(f"no row for {backend}/{variant} ({quantity}); rows: {[r.label for r in self.results]}")
 
-    def to_dict(self) -> dict:
-        from xattn.render.report import report_dict
+    def _renderer(self):
+        from xattn.render.report import render, report_dict
 
-        return report_dict(self)
-
-    def to_json(self, indent: int | None = 2) -> str:
-        from xattn.render.report import render
-
-        return render(self, "json", indent=indent)
-
-    def render(self, format: str = "table") -> str:
-        from xattn.render.report import render
-
-        return render(self, format)
-
-    def __str__(self) -> str:
-        return self.render("table")
+        return report_dict, render
 
 
 @dataclasses.dataclass(frozen=True)
-class SweepReport:
+class SweepReport(_Rendered):
     """One :class:`Report` per point of a sweep (:func:`xattn.sweep`); ``str(sweep)`` is the table.
 
     ``fields`` are the swept fields in order (the first is the plot's x axis); ``points[i]`` holds
@@ -137,20 +182,10 @@ class SweepReport:
         index = self.fields.index(field)
         return tuple(dict.fromkeys(point[index] for point in self.points))
 
-    def to_dict(self) -> dict:
-        from xattn.render.sweep_report import sweep_dict
+    def _renderer(self):
+        from xattn.render.sweep_report import render_sweep, sweep_dict
 
-        return sweep_dict(self)
-
-    def to_json(self, indent: int | None = 2) -> str:
-        from xattn.render.sweep_report import render_sweep
-
-        return render_sweep(self, "json", indent=indent)
-
-    def render(self, format: str = "table") -> str:
-        from xattn.render.sweep_report import render_sweep
-
-        return render_sweep(self, format)
+        return sweep_dict, render_sweep
 
     def plot(self, path, **options):
         """Draw time, GFLOP/s and max error against the first swept field to ``path`` (needs matplotlib)."""

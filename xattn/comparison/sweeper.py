@@ -17,9 +17,10 @@ from __future__ import annotations
 import itertools
 from typing import Callable, Iterable, Mapping
 
+from xattn.backends.frameworks import request_xla_threads
 from xattn.comparison.results import SweepReport
+from xattn.comparison.settings import Plan, RunSettings, make_plan
 from xattn.contract.spec import AttentionSpec
-from xattn.timing import DEFAULT_MAX_TIME, DEFAULT_MIN_TIME, DEFAULT_WARMUP
 
 #: Sweeps T and S together (self-attention lengths).
 SEQ = "seq"
@@ -104,14 +105,9 @@ def sweep(
     sweep: Mapping[str, Iterable] | None = None,
     *,
     hold: Iterable[str] = (),
-    device: str = "cpu",
-    matmul_precision: str = "highest",
-    min_time: float = DEFAULT_MIN_TIME,
-    max_time: float = DEFAULT_MAX_TIME,
-    warmup: float = DEFAULT_WARMUP,
-    timing: bool = True,
-    threads: int | None = None,
+    settings: RunSettings | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    **options,
 ) -> SweepReport:
     """:func:`xattn.compare` at every point of ``sweep`` around ``spec``; a :class:`~.results.SweepReport`.
 
@@ -120,28 +116,25 @@ def sweep(
     their cartesian product, in ``itertools.product`` order (the last field varies fastest).
     ``hold``: derived fields (kv_len, kv_heads, head_dim) kept at ``spec``'s value even where they
     would follow a swept field. ``progress(i, n, label)`` is called before point ``i`` (0-based) of
-    ``n``. The other arguments are :func:`xattn.compare`'s, the same at every point.
+    ``n``. ``settings`` and its fields as keywords are :func:`xattn.compare`'s, the same at every
+    point; the backends, variants and device are resolved once, before the first point runs.
     """
-    from xattn.backends import frameworks
-    from xattn.comparison import comparator
-    from xattn.timing import _check_times
-
+    settings = RunSettings.of(settings, options, "sweep")
     spec = AttentionSpec() if spec is None else spec
     fields, points = sweep_points(spec, sweep, hold)
-    _check_times(min_time, max_time, warmup)
-    if matmul_precision not in frameworks.MATMUL_PRECISIONS:
-        raise ValueError(
-            f"matmul_precision: expected one of {', '.join(frameworks.MATMUL_PRECISIONS)}; got {matmul_precision!r}"
-        )
-    names = comparator.resolve_backends(backends)
-    comparator.resolve_variants(names, variants)
-    comparator.resolve_device(device, names)
+    if settings.threads is not None:
+        request_xla_threads(settings.threads)  # before anything imports JAX
+    return run(make_plan(backends, variants, settings.device), spec, fields, points, settings, progress)
+
+
+def run(plan: Plan, spec: AttentionSpec, fields: tuple[str, ...], points, settings: RunSettings,
+        progress=None) -> SweepReport:
+    """The sweep of :func:`sweep_points`' ``(fields, points)`` with a resolved ``plan``, point by point."""
+    from xattn.comparison import comparator
+
     reports = []
     for index, (values, point_spec) in enumerate(points):
         if progress is not None:
             progress(index, len(points), point_label(fields, values))
-        reports.append(comparator.compare(
-            names, variants, point_spec, device=device, matmul_precision=matmul_precision, min_time=min_time,
-            max_time=max_time, warmup=warmup, timing=timing, threads=threads,
-        ))
+        reports.append(comparator.run(plan, point_spec, settings))
     return SweepReport(spec=spec, fields=fields, points=tuple(values for values, _ in points), reports=tuple(reports))

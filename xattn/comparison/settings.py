@@ -1,0 +1,157 @@
+"""How a comparison runs, validated once: :class:`RunSettings`, and the resolved :class:`Plan`.
+
+The CLI, :func:`xattn.compare` and :func:`xattn.sweep` all take their run options through
+:class:`RunSettings` (a bad value is a ValueError naming the field, raised before anything runs),
+and resolve backend and variant names into a :class:`Plan` once: a sweep resolves its plan once
+and runs it at every point.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterable
+
+from xattn.backends.frameworks import DEVICES, MATMUL_PRECISIONS, side
+from xattn.timing import DEFAULT_MAX_TIME, DEFAULT_MIN_TIME, DEFAULT_WARMUP, check_times
+
+#: ``variants=ALL`` runs every variant of every backend, the one-backend ones (JAX's ``threaded``, torch's
+#: ``compiled``) included.
+ALL = "all"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """The options of a comparison run, the same at every point of a sweep.
+
+    ``device``: cpu, cuda or auto (cuda when every selected framework sees one). ``matmul_precision``:
+    highest, high or default (leave both frameworks as they are), applied to both frameworks for the
+    run and restored after. ``min_time``/``max_time``/``warmup``: measured seconds per variant (see
+    :mod:`xattn.timing`); ``timing=False`` skips the timed loop. ``threads``: intra-op threads for
+    every framework (default: torch gets XLA's count; XLA's can only be set, to 1, before JAX is
+    first imported). ``grad``: also compare gradients (:mod:`xattn.comparison.gradients`).
+    """
+
+    device: str = "cpu"
+    matmul_precision: str = "highest"
+    min_time: float = DEFAULT_MIN_TIME
+    max_time: float = DEFAULT_MAX_TIME
+    warmup: float = DEFAULT_WARMUP
+    timing: bool = True
+    threads: int | None = None
+    grad: bool = False
+
+    def __post_init__(self):
+        if self.device not in DEVICES:
+            raise ValueError(f"device: expected one of {', '.join(DEVICES)}; got {self.device!r}")
+        if self.matmul_precision not in MATMUL_PRECISIONS:
+            raise ValueError(
+                f"matmul_precision: expected one of {', '.join(MATMUL_PRECISIONS)}; got {self.matmul_precision!r}"
+            )
+        check_times(self.min_time, self.max_time, self.warmup)
+        threads = self.threads
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads: expected a positive integer; got {threads!r}")
+        for name in ("timing", "grad"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}: expected True or False; got {getattr(self, name)!r}")
+
+    @classmethod
+    def of(cls, settings: RunSettings | None, options: dict, caller: str) -> RunSettings:
+        """``settings`` with ``options`` (keyword arguments of ``caller``) applied: one RunSettings, validated."""
+        fields = [field.name for field in dataclasses.fields(cls)]
+        unknown = [name for name in options if name not in fields]
+        if unknown:
+            raise TypeError(f"{caller}: expected keyword arguments among {', '.join(fields)} (RunSettings' fields);"
+                            f" got {', '.join(unknown)}")
+        if settings is None:
+            return cls(**options)
+        if not isinstance(settings, cls):
+            raise TypeError(f"settings: expected an xattn RunSettings; got {type(settings).__name__}")
+        return dataclasses.replace(settings, **options) if options else settings
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What one comparison runs: the backends, each (backend, variant), and the device resolved."""
+
+    backends: tuple[str, ...]
+    runs: tuple[tuple[str, str], ...]
+    device: str
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(variant for _, variant in self.runs))
+
+
+def make_plan(backends, variants, device: str) -> Plan:
+    """Resolve names into a :class:`Plan`; ValueError (or BackendUnavailableError) naming what is wrong."""
+    names = resolve_backends(backends)
+    return Plan(names, resolve_variants(names, variants), resolve_device(device, names))
+
+
+def resolve_backends(backends: Iterable[str] | str | None) -> tuple[str, ...]:
+    """Backend names, validated and importable; ``None`` means every backend installed here."""
+    from xattn.backends.registry import available_backends, backend_names, get_backend
+    from xattn.errors import BackendUnavailableError
+
+    if backends is None:
+        names = available_backends()
+        if not names:
+            raise BackendUnavailableError(
+                f"compare: expected at least one installed backend of {', '.join(backend_names())}; got none."
+                " Install one with: pip install 'xattn[jax]' or pip install 'xattn[torch]'"
+            )
+        return names
+    names = split_names(backends)
+    if not names:
+        raise ValueError(f"backends: expected one or more of {', '.join(backend_names())}; got none")
+    unknown = [name for name in names if name not in backend_names()]
+    if unknown:
+        raise ValueError(f"backends: expected names from {', '.join(backend_names())}; got {', '.join(unknown)}")
+    for name in names:
+        get_backend(name)  # BackendUnavailableError names the extra to install
+    return names
+
+
+def resolve_variants(backends: tuple[str, ...], variants: Iterable[str] | str | None) -> tuple[tuple[str, str], ...]:
+    """(backend, variant) pairs to run.
+
+    ``None``: the variants every selected backend implements, so each row has a partner in the
+    other framework (with one backend, all of its variants). ``"all"``: every variant of every
+    backend. Named variants: a variant only some backends implement (torch's ``compiled``) runs
+    where it exists; a name no selected backend implements is a ValueError listing the valid ones.
+    """
+    from xattn.backends.registry import variants as variants_of
+
+    available = {backend: variants_of(backend) for backend in backends}
+    if variants is None:
+        shared = [v for v in available[backends[0]] if all(v in names for names in available.values())]
+        return tuple((b, v) for b in backends for v in shared)
+    wanted = split_names(variants)
+    if wanted == (ALL,):
+        return tuple((b, v) for b in backends for v in available[b])
+    valid = list(dict.fromkeys(v for names in available.values() for v in names))
+    unknown = [v for v in wanted if v not in valid]
+    if unknown or not wanted:
+        raise ValueError(
+            f"variants: expected names from {', '.join(valid)}, or {ALL} (backends {', '.join(backends)});"
+            f" got {', '.join(unknown) or 'none'}"
+        )
+    return tuple((b, v) for b in backends for v in wanted if v in available[b])
+
+
+def split_names(names) -> tuple[str, ...]:
+    """``"a, b,a"`` or ``["a", "b"]`` -> ``("a", "b")``: stripped, empty ones dropped, first occurrence kept."""
+    if isinstance(names, str):
+        names = names.split(",")
+    return tuple(dict.fromkeys(name.strip() for name in names if name.strip()))
+
+
+def resolve_device(device: str, backends: tuple[str, ...]) -> str:
+    if device not in DEVICES:
+        raise ValueError(f"device: expected one of {', '.join(DEVICES)}; got {device!r}")
+    if device == "auto":
+        return "cuda" if all(side(b).has_cuda() for b in backends) else "cpu"
+    for backend in backends:
+        side(backend).device(device)  # ValueError naming what the framework sees
+    return device
