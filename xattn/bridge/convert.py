@@ -205,13 +205,7 @@ def _import(module: str, extra: str):
 
 
 def _torch_to_torch(x, copy, device):
-    torch = _torch or _load_torch()
-    if device is not None and not rules.same_torch_device(x.device, torch.device(device)):
-        if copy is False:
-            raise rules.refuse("to_torch(copy=False)", f"the tensor is on {x.device}, not {device}",
-                               "Pass copy=None to copy it there")
-        return rules.torch_moved("to_torch", x, device)
-    return x.clone() if copy else x  # clone keeps autograd: the copy's gradient flows back to x
+    return rules.torch_placed(rules.call_name("to_torch", copy), x, device, copy, False, f"the tensor is on {x.device}")
 
 
 def _jax_to_jax(x, copy, device):
