@@ -1,8 +1,10 @@
 """The DLPack bridge: NumPy, JAX and torch arrays converted so that every framework reads the same bits.
 
 :mod:`~xattn.bridge.convert` holds the public conversions (re-exported here), :mod:`~xattn.bridge.paths`
-one path per (source, target) pair, :mod:`~xattn.bridge.rules` the checks those paths share, and
-:mod:`~xattn.bridge.matrix` the measured dtype x direction x layout table of ``xattn bridge``.
+one path per (source, target) pair, :mod:`~xattn.bridge.rules` the checks those paths share,
+:mod:`~xattn.bridge.trees` the one walker of nested dicts, lists and tuples (and the leaf paths every
+part of xattn names), and :mod:`~xattn.bridge.matrix` the measured dtype x direction x layout table
+of ``xattn bridge``.
 Importing any of them imports no framework.
 """
 

@@ -1,7 +1,8 @@
 """The DLPack bridge: NumPy, JAX and torch arrays converted so that every framework reads the same bits.
 
 ``to_torch``, ``to_jax`` and ``to_numpy`` take an array of any of the three frameworks; the
-``tree_*`` versions map them over dicts, lists and tuples (a ``state_dict``, say). ``copy``:
+``tree_*`` versions map them over dicts, lists and tuples (a ``state_dict``, say; the walk and its
+error paths are :mod:`xattn.bridge.trees`). ``copy``:
 
 - ``None`` (default): zero-copy where the consumer can take the buffer as it is, else an exact copy;
 - ``False``: zero-copy, or a :class:`~xattn.errors.BridgeError` saying why not and what to do;
@@ -21,14 +22,13 @@ the frameworks at its two ends.
 
 from __future__ import annotations
 
-import copy as _copy
 import importlib
 import sys
 
 import numpy as np
 
 from xattn import _compat
-from xattn.bridge import paths, rules
+from xattn.bridge import paths, rules, trees
 from xattn.errors import BackendUnavailableError, BridgeError
 
 NUMPY, JAX, TORCH = "numpy", "jax", "torch"
@@ -205,13 +205,7 @@ def _import(module: str, extra: str):
 
 
 def _torch_to_torch(x, copy, device):
-    torch = _torch or _load_torch()
-    if device is not None and not rules.same_torch_device(x.device, torch.device(device)):
-        if copy is False:
-            raise rules.refuse("to_torch(copy=False)", f"the tensor is on {x.device}, not {device}",
-                               "Pass copy=None to copy it there")
-        return rules.torch_moved("to_torch", x, device)
-    return x.clone() if copy else x  # clone keeps autograd: the copy's gradient flows back to x
+    return rules.torch_placed(rules.call_name("to_torch", copy), x, device, copy, False, f"the tensor is on {x.device}")
 
 
 def _jax_to_jax(x, copy, device):
@@ -249,22 +243,13 @@ def tree_to_numpy(tree, *, copy: bool | None = None):
     return _tree_map("tree_to_numpy", tree, lambda leaf: to_numpy(leaf, copy=copy))
 
 
-def _tree_map(function: str, tree, convert, path: str = ""):
-    if isinstance(tree, dict):
-        items = {key: _tree_map(function, value, convert, f"{path}[{key!r}]") for key, value in tree.items()}
-        if type(tree) is dict:
-            return items
-        result = _copy.copy(tree)  # keeps the subclass and its attributes (a state_dict's _metadata)
-        result.update(items)
-        return result
-    if isinstance(tree, (list, tuple)):
-        items = [_tree_map(function, value, convert, f"{path}[{index}]") for index, value in enumerate(tree)]
-        if type(tree) in (list, tuple):
-            return type(tree)(items)
-        return type(tree)(*items) if hasattr(tree, "_fields") else type(tree)(items)
-    if _kind(tree) == _OTHER:
-        return tree
-    try:
-        return convert(tree)
-    except BridgeError as error:
-        raise BridgeError(f"{function}: at {path or 'the root'}: {error}") from None
+def _tree_map(function: str, tree, convert):
+    def converted(path: str, leaf):
+        if _kind(leaf) == _OTHER:
+            return leaf
+        try:
+            return convert(leaf)
+        except BridgeError as error:
+            raise BridgeError(f"{function}: at {path or 'the root'}: {error}") from None
+
+    return trees.map_leaves(tree, converted)

@@ -28,10 +28,9 @@ from xattn.bridge.rules import (
     numpy_element_strides,
     refuse,
     row_major_strides,
-    same_torch_device,
     sharded_refusal,
     torch_dtype_name,
-    torch_moved,
+    torch_placed,
     version_refusal,
     wrap,
 )
@@ -171,13 +170,7 @@ def jax_to_torch(x, copy, device):
                              "Pass device='cpu' for an exact host copy") from None
             else:
                 raise wrap(call, error) from None
-    if target is not None and not same_torch_device(tensor.device, target):
-        if copy is False:
-            raise refuse(call, f"the buffer is on {tensor.device}, not {target}", "Pass copy=None to copy it there")
-        return torch_moved(call, tensor, target)
-    if copy is True and not copied:
-        tensor = tensor.clone()
-    return tensor
+    return torch_placed(call, tensor, target, copy, copied, f"the buffer is on {tensor.device}")
 
 
 def jax_to_numpy(x, copy):
@@ -249,13 +242,7 @@ def numpy_to_torch(x, copy, device):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             tensor = torch.from_numpy(x)
-    if device is not None and not same_torch_device(tensor.device, torch.device(device)):
-        if copy is False:
-            raise refuse(call, f"NumPy memory is on the host, not {device}", "Pass copy=None to copy it there")
-        return torch_moved(call, tensor, device)
-    if copy is True and not copied:
-        tensor = tensor.clone()
-    return tensor
+    return torch_placed(call, tensor, device, copy, copied, "NumPy memory is on the host")
 
 
 def numpy_to_jax(x, copy, device):

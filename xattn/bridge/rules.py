@@ -187,6 +187,25 @@ def torch_moved(call: str, tensor, target):
                      "Pass device='cpu' (or a device torch lists), or leave device=None") from None
 
 
+def torch_placed(call: str, tensor, device, copy, copied: bool, held_on: str):
+    """How every path into torch ends: ``tensor`` on ``device`` and, under ``copy=True``, a copy.
+
+    ``device=None`` leaves the tensor where it is; a tensor elsewhere is moved (a copy), or refused
+    under ``copy=False``. ``copied`` says whether the path has already copied it, so that
+    ``copy=True`` clones only when nothing did. ``held_on`` names where the buffer sits, for the
+    refusal ("the tensor is on cuda:0").
+    """
+    import torch
+
+    if device is not None and not same_torch_device(tensor.device, torch.device(device)):
+        if copy is False:
+            raise refuse(call, f"{held_on}, not {device}", "Pass copy=None to copy it there")
+        return torch_moved(call, tensor, device)
+    if copy is True and not copied:
+        tensor = tensor.clone()  # clone keeps autograd: the copy's gradient flows back to the source
+    return tensor
+
+
 def same_torch_device(actual, wanted) -> bool:
     return actual.type == wanted.type and (wanted.index is None or wanted.index == actual.index)
 

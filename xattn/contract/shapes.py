@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from xattn.bridge import framework_of
 from xattn.contract.spec import check_key_lengths
 
 
@@ -68,7 +69,7 @@ def attention_dims(x, kv, wq, wk, wv, wo, *, causal=False, key_lengths=None) -> 
 
 
 def _to_host_ints(key_lengths) -> np.ndarray:
-    if hasattr(key_lengths, "detach"):  # torch, without importing it
+    if framework_of(key_lengths) == "torch":
         key_lengths = key_lengths.detach().cpu().numpy()
     lengths = np.asarray(key_lengths)
     if lengths.dtype.kind not in "iu":

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from xattn.bridge import framework_of
 from xattn.contract.shapes import attention_dims, default_scale
 
 
 def _f64(array) -> np.ndarray:
-    if hasattr(array, "detach"):  # a torch tensor, without importing torch
+    if framework_of(array) == "torch":
         return array.detach().cpu().double().numpy()
     return np.asarray(array).astype(np.float64)
 
