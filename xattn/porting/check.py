@@ -23,31 +23,11 @@ import numpy as np
 
 from xattn.backends.calls import FRAMEWORK_NAMES, OUTPUT, call, is_array
 from xattn.bridge.trees import leaves
-from xattn.numerics.budget import Budget, reference_budget, tolerance_budget
-from xattn.numerics.drift import DriftMetrics
-from xattn.numerics.judge import OK, Verdict, difference, judge
+from xattn.numerics.budget import reference_budget
+from xattn.numerics.judge import OK
 from xattn.numerics.naive import naive_repeats
 from xattn.porting.infer import infer_framework
-
-
-@dataclasses.dataclass(frozen=True)
-class PortRow:
-    """One function's (or, without a reference, one pair's) drift on one output leaf."""
-
-    name: str
-    output: str
-    verdict: Verdict
-    drift: DriftMetrics
-    budget: Budget
-
-
-@dataclasses.dataclass(frozen=True)
-class PortPair:
-    output: str
-    max_abs_diff: float
-    rel_l2_diff: float
-    over_budget: tuple[str, ...]
-    attribution: str
+from xattn.porting.rows import PortPair, PortRow, judge_pair, run_dtype, unattributed
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -149,30 +129,6 @@ def _check_same_structure(names, out_a, out_b) -> None:
             raise ValueError(
                 f"check_port: {path}: expected equal shapes; got {names[0]} {a.shape}, {names[1]} {b.shape}"
             )
-
-
-def run_dtype(array) -> str:
-    """The dtype a value is judged in: its own floating dtype, else float64."""
-    name = np.asarray(array).dtype.name
-    return name if name in ("float16", "bfloat16", "float32", "float64") else "float64"
-
-
-def unattributed(names, quantity: str, a, b, rtol, atol) -> PortRow:
-    """``a`` held to torch.testing's tolerance around ``b`` (no oracle): one row for the pair, no attribution."""
-    dtype = run_dtype(a)
-    budget = tolerance_budget(dtype, rtol, atol)
-    metrics, verdict = judge(a, np.asarray(b, np.float64), dtype, budget)
-    return PortRow(f"{names[0]} vs {names[1]}", quantity, verdict, metrics, budget)
-
-
-def judge_pair(quantity, names, a, b, expected, dtype, budget):
-    """Both sides of one quantity against the float64 ``expected``, and their difference: (rows, pair)."""
-    rows = []
-    for name, actual in ((names[0], a), (names[1], b)):
-        metrics, verdict = judge(actual, expected, dtype, budget)
-        rows.append(PortRow(name, quantity, verdict, metrics, budget))
-    found = difference(names[0], a, rows[0].verdict == OK, names[1], b, rows[1].verdict == OK, dtype)
-    return rows, PortPair(quantity, found.max_abs_diff, found.rel_l2_diff, found.over_budget, found.attribution)
 
 
 def _unattributed(names, out_a, out_b, rtol, atol):

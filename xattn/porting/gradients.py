@@ -21,7 +21,7 @@ from xattn.backends.calls import call, cotangent_like, differentiable, float64_v
 from xattn.backends.frameworks import FRAMEWORKS
 from xattn.numerics.budget import floored, reference_budget
 from xattn.numerics.naive import naive_repeats
-from xattn.porting.check import judge_pair, run_dtype, unattributed
+from xattn.porting.rows import judge_pair, run_dtype, unattributed
 
 #: Prefix of a gradient row's quantity: ``grad/x``, ``grad/wq``...
 GRAD = "grad/"
