@@ -83,7 +83,8 @@ def test_exit_1_when_a_row_drifts(monkeypatch):
         def __call__(self, *args):
             return self.fn(*args) * 2
 
-    monkeypatch.setattr(xattn.backends.registry, "build", lambda backend, variant, **o: Doubled(real(backend, variant, **o)))
+    monkeypatch.setattr(xattn.backends.registry, "build",
+                        lambda backend, variant, **o: Doubled(real(backend, variant, **o)))
     result = run("compare", "--backends", "jax", "--variants", "einsum", *TINY)
     assert result.exit_code == 1
     assert "drift" in result.output and "not ok: jax/einsum" in result.output

@@ -26,19 +26,6 @@ def both():
     require_backend("torch")
 
 
-def test_core_modules_import_no_framework():
-    code = """
-        import sys
-        import xattn.comparison.comparator, xattn.render.report, xattn.numerics.drift, xattn.timing
-        import xattn.porting.check, xattn.backends.env
-        import xattn.comparison.results, xattn.backends.frameworks, xattn.render.schema, xattn.testing, xattn.cli
-        print(",".join(m for m in ("jax", "torch", "flax", "jaxlib") if m in sys.modules))
-    """
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == ""
-
-
 def test_every_variant_of_one_backend_is_a_row(backend):
     report = xattn.compare(backends=[backend], spec=SMALL, timing=False)
     assert [row.variant for row in report.results] == list(xattn.variants(backend))

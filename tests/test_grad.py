@@ -132,3 +132,60 @@ def test_reference_vjp_naive_run_stays_in_the_run_dtype():
     assert all(g.dtype == np.float64 for g in exact.values())
     for name in exact:
         assert np.abs(naive[name] - exact[name]).max() < 1e-5 * max(1.0, np.abs(exact[name]).max()), name
+
+
+class _ScaledGradients:
+    """A variant whose output, and so every gradient, is 1.001 times the right one: a port bug."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def compile(self, *args):
+        return self
+
+    def __call__(self, *args):
+        return self.fn(*args) * 1.001
+
+
+def test_compare_grad_judges_and_pairs_gradient_rows_like_output_rows(monkeypatch):
+    require_backend("jax")
+    require_backend("torch")
+    import xattn.backends.registry as registry
+
+    real = registry.build
+
+    def build(backend, variant, **options):
+        fn = real(backend, variant, **options)
+        return _ScaledGradients(fn) if (backend, variant) == ("jax", "packed") else fn
+
+    monkeypatch.setattr(registry, "build", build)
+    spec = SPEC.replace(kv_len=None)
+    report = xattn.compare(("jax", "torch"), ("einsum", "packed"), spec, timing=False, grad=True)
+    for quantity in ["out", *GRADS]:
+        assert report.row("jax", "packed", quantity).verdict == "drift", quantity
+        assert report.row("torch", "packed", quantity).verdict == "ok", quantity
+        pair = next(p for p in report.pairs if (p.a, p.quantity) == ("jax/packed", quantity))
+        assert pair.over_budget == ("jax/packed",) and pair.attribution == "jax/packed over budget"
+    assert report.exit_code == 1
+
+
+def test_compare_grad_of_a_variant_that_cannot_be_differentiated_is_error_rows_and_unpaired(monkeypatch):
+    require_backend("jax")
+    require_backend("torch")
+    from xattn.backends import calls
+
+    real = calls.vjp
+
+    def vjp(fn, framework, *args, **kwargs):
+        if framework == "torch":
+            raise RuntimeError("no backward here")
+        return real(fn, framework, *args, **kwargs)
+
+    monkeypatch.setattr(calls, "vjp", vjp)
+    report = xattn.compare(("jax", "torch"), "einsum", SPEC.replace(kv_len=None), timing=False, grad=True)
+    for quantity in GRADS:
+        row = report.row("torch", "einsum", quantity)
+        assert row.verdict == "error" and row.error == "no backward here"
+        pair = next(p for p in report.pairs if p.quantity == quantity)
+        assert pair.attribution == "n/a: torch/einsum error" and pair.over_budget == ("torch/einsum",)
+    assert report.row("torch", "einsum").verdict == "ok" and report.exit_code == 1
