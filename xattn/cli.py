@@ -281,6 +281,7 @@ def sweep(ctx, backends, variants, seed_shape, seq, dtype, seed, device, matmul_
     """
     from xattn.comparison import sweeper
     from xattn.contract.spec import AttentionSpec
+    from xattn.render.sweep_report import point_label
 
     if seq is not None and (sizes["q_len"] is not None or sizes["kv_len"] is not None):
         raise click.BadParameter("--seq sets T and S together; got it with --q-len/--kv-len. Give one or the other.",
@@ -297,7 +298,7 @@ def sweep(ctx, backends, variants, seed_shape, seq, dtype, seed, device, matmul_
             fields.update({"q_len": values[0], "kv_len": values[0]} if name == "seq" else {name: values[0]})
     mask = {"causal": causal, "key_lengths": key_lengths, "scale": scale}
     fields.update({name: value for name, value in mask.items() if value is not None})
-    label = sweeper.point_label(swept, [values[0] for values in swept.values()])
+    label = point_label(swept, [values[0] for values in swept.values()])
     count = math.prod(len(values) for values in swept.values())
     try:
         spec = AttentionSpec(seed=seed, **fields)

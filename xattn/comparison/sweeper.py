@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Mapping
 
 from xattn.comparison.results import SweepReport
 from xattn.contract.spec import AttentionSpec
+from xattn.render.sweep_report import point_label
 from xattn.timing import DEFAULT_MAX_TIME, DEFAULT_MIN_TIME, DEFAULT_WARMUP
 
 #: Sweeps T and S together (self-attention lengths).
@@ -27,11 +28,6 @@ SEQ = "seq"
 SWEEPABLE = (SEQ, "batch", "q_len", "kv_len", "embed", "heads", "kv_heads", "head_dim", "dtype")
 #: Derived field -> the fields it follows when the base spec left it at its derived value.
 FOLLOWS = {"kv_len": ("q_len",), "kv_heads": ("heads",), "head_dim": ("embed", "heads")}
-
-
-def point_label(fields: Iterable[str], values: Iterable) -> str:
-    """``"seq=128, dtype=bfloat16"``."""
-    return ", ".join(f"{field}={value}" for field, value in zip(fields, values))
 
 
 def _check_sweep(sweep) -> dict[str, tuple]:

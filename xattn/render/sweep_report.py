@@ -1,6 +1,8 @@
 """Rendering of a sweep (:class:`xattn.comparison.results.SweepReport`): table, Markdown, CSV, JSON.
 
 The sibling of :mod:`xattn.render.report` (whose cells and row objects it reuses); the plot is :mod:`xattn.render.plot`.
+:func:`point_label` and :data:`FIELD_TITLES` name points and swept fields here, on the plot and in
+:mod:`xattn.comparison.sweeper`'s errors.
 The JSON layout is documented in ``docs/sweep.md`` and pinned by :data:`xattn.render.schema.SWEEP_SCHEMA`.
 """
 
@@ -10,6 +12,7 @@ import csv
 import dataclasses
 import io
 import json
+from typing import Iterable
 
 from xattn.numerics.judge import UNSUPPORTED, is_disagreement
 from xattn.render.report import FORMATS, _sci, _wrap, duration, report_dict, row_dict, tabulate
@@ -26,6 +29,11 @@ SPEC_LETTERS = (("batch", "B"), ("q_len", "T"), ("kv_len", "S"), ("embed", "E"),
                 ("kv_heads", "G"), ("head_dim", "D"))
 #: Spec fields that may differ between points (a swept field or one that follows it).
 POINT_FIELDS = ("batch", "q_len", "kv_len", "embed", "heads", "kv_heads", "head_dim", "dtype")
+
+
+def point_label(fields: Iterable[str], values: Iterable) -> str:
+    """``"seq=128, dtype=bfloat16"``."""
+    return ", ".join(f"{field}={value}" for field, value in zip(fields, values))
 
 
 def _spec_dict(spec) -> dict:
@@ -108,8 +116,6 @@ def _row_cells(row) -> list:
 
 def _notes(sweep) -> list[str]:
     """Errors (one note per distinct message, listing its points), disagreements, noise, the verdict."""
-    from xattn.comparison.sweeper import point_label
-
     messages: dict[tuple, list[str]] = {}
     disagreements, noisy, refused, bad = [], [], [], []
     for point, report in zip(sweep.points, sweep.reports):
