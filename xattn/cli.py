@@ -336,7 +336,7 @@ def sweep(ctx, backends, variants, seed_shape, seq, dtype, seed, device, matmul_
 def env(fmt, output):
     """Versions, devices, thread counts and every numerics flag that changes results."""
     from xattn.backends.env import environment
-    from xattn.render.report import render_env
+    from xattn.render.environment import render_env
 
     _emit(render_env(environment(), fmt), output)
 

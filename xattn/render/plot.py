@@ -13,6 +13,7 @@ import numpy as np
 
 from xattn.errors import PlotUnavailableError
 from xattn.render.sweep_report import fixed_spec, point_label, sweep_title
+from xattn.render.text import duration
 
 INSTALL = "pip install 'xattn[plot]'"
 #: Line style and marker of each backend; a backend not listed gets the next of OTHER_STYLES.
@@ -97,8 +98,6 @@ def _x_axis(axes, field, values):
 
 
 def _duration_tick(seconds, _position=None) -> str:
-    from xattn.render.report import duration
-
     return duration(seconds) if seconds > 0 else ""
 
 

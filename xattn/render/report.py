@@ -1,8 +1,7 @@
-"""All rendering: reports as a table, Markdown, CSV or JSON; the environment block; port checks.
+"""The ``xattn compare`` report (:class:`xattn.comparison.results.Report`) as a table, Markdown, CSV or JSON.
 
-Takes the frozen dataclasses of :mod:`xattn.comparison.results` and :mod:`xattn.porting.check`; computes nothing.
+Takes frozen dataclasses and computes nothing; the shared text helpers are :mod:`xattn.render.text`.
 The JSON layout is documented in ``docs/comparator.md`` and pinned by :data:`xattn.render.schema.REPORT_SCHEMA`.
-The table is meant to read at 100 columns.
 """
 
 from __future__ import annotations
@@ -11,61 +10,11 @@ import csv
 import dataclasses
 import io
 import json
-import math
-import textwrap
-
-import tabulate as _tabulate_module
 
 from xattn.numerics.judge import UNSUPPORTED
 from xattn.render.schema import SCHEMA_ID
+from xattn.render.text import FORMATS, _count, _finite, _sci, _wrap, duration, tabulate
 from xattn.timing import NOISE_THRESHOLD
-
-FORMATS = ("table", "json", "markdown", "csv")
-WIDTH = 100
-
-
-def tabulate(rows, headers, **options) -> str:
-    """tabulate without its 2-space pad around headers (columns stay 2 spaces apart), to fit 100 columns."""
-    padding = _tabulate_module.MIN_PADDING
-    _tabulate_module.MIN_PADDING = 0
-    try:
-        return _tabulate_module.tabulate(rows, headers, disable_numparse=True, **options)
-    finally:
-        _tabulate_module.MIN_PADDING = padding
-
-
-# ------------------------------------------------------------------------------------- numbers
-
-
-def _finite(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _sci(value) -> str:
-    if value is None:
-        return "-"
-    if value == 0:
-        return "0"
-    return f"{value:.1e}"
-
-
-def _count(value) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.0f}" if value < 1e5 else f"{value:.1e}"
-
-
-def duration(seconds) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.3g} µs"
-    if seconds < 1:
-        return f"{seconds * 1e3:.3g} ms"
-    return f"{seconds:.3g} s"
-
 
 # ---------------------------------------------------------------------------------------- JSON
 
@@ -185,10 +134,6 @@ def _pair_cells(pair) -> list:
     ]
 
 
-def _wrap(prefix: str, text: str) -> str:
-    return textwrap.fill(text, WIDTH, initial_indent=prefix, subsequent_indent=" " * 4)
-
-
 def _render_tabular(report, tablefmt: str) -> str:
     header = _spec_line(report)
     if tablefmt == "github":
@@ -253,69 +198,3 @@ def render(report, format: str = "table", *, indent: int | None = 2) -> str:
     if format == "csv":
         return _render_csv(report)
     raise ValueError(f"format: expected one of {', '.join(FORMATS)}; got {format!r}")
-
-
-# --------------------------------------------------------------------------------- environment
-
-
-def _flatten(data, prefix: str = ""):
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            yield from _flatten(value, f"{name}.")
-        elif isinstance(value, list):
-            yield name, ", ".join(str(v) for v in value) or "-"
-        else:
-            yield name, "-" if value is None else str(value)
-
-
-def render_env(env: dict, format: str = "table") -> str:
-    """The environment block: JSON as it is; otherwise one small key/value table per section."""
-    if format == "json":
-        return json.dumps(env, indent=2) + "\n"
-    if format not in FORMATS:
-        raise ValueError(f"format: expected one of {', '.join(FORMATS)}; got {format!r}")
-    if format == "csv":
-        buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\n").writerows([("key", "value"), *_flatten(env)])
-        return buffer.getvalue()
-    tablefmt = "github" if format == "markdown" else "simple"
-    general = [(key, str(value)) for key, value in env.items() if not isinstance(value, dict)]
-    sections = [("xattn env", general)]
-    for key, value in env.items():
-        if isinstance(value, dict):
-            if key == "numerics":
-                sections += [(f"numerics: {name}", list(_flatten(flags))) for name, flags in value.items()]
-            else:
-                sections.append((key, list(_flatten(value))))
-    parts = []
-    for title, rows in sections:
-        if rows:
-            heading = f"## {title}" if format == "markdown" else f"{title}"
-            parts.append(heading + "\n" + tabulate(rows, ("key", "value"), tablefmt=tablefmt))
-    return "\n\n".join(parts) + "\n"
-
-
-# ---------------------------------------------------------------------------------- port checks
-
-PORT_HEADERS = ("function", "output", "verdict", "max err", "budget", "rel L2", "ULP", "1-cos", "non-finite")
-
-
-def render_drift_report(report) -> str:
-    """A :class:`xattn.porting.check.DriftReport` as its table."""
-    lines = [f"xattn check_port: {report.names[0]} vs {report.names[1]} ({report.dtype}; {report.basis})", ""]
-    cells, budgets = [], {}
-    for side in report.sides:
-        m, budget = side.drift, side.budget
-        budgets.setdefault(side.output, budget)
-        cells.append([side.name, side.output, side.verdict, _sci(m.max_abs_err),
-                      _sci(budget.max_abs) if budget.max_abs is not None else "rtol/atol", _sci(m.rel_l2_err),
-                      _count(m.max_ulp), _sci(m.dissimilarity), str(m.nonfinite_mismatches)])
-    lines += [tabulate(cells, PORT_HEADERS), ""]
-    for output, budget in budgets.items():
-        lines.append(_wrap(f"budget {output}: ", f"{budget.describe()} ({budget.dtype})"))
-    for pair in report.pairs:
-        difference = f"max diff |a-b| {_sci(pair.max_abs_diff)}, rel L2 {_sci(pair.rel_l2_diff)}"
-        lines.append(_wrap(f"{pair.output}: ", f"{difference}; {pair.attribution}"))
-    lines.append(f"verdict: {'ok' if report.ok else 'NOT OK'}")
-    return "\n".join(lines) + "\n"

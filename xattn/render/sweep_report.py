@@ -15,8 +15,9 @@ import json
 from typing import Iterable
 
 from xattn.numerics.judge import UNSUPPORTED, is_disagreement
-from xattn.render.report import FORMATS, _sci, _wrap, duration, report_dict, row_dict, tabulate
+from xattn.render.report import report_dict, row_dict
 from xattn.render.schema import SWEEP_SCHEMA_ID
+from xattn.render.text import FORMATS, _sci, _wrap, duration, tabulate
 from xattn.timing import NOISE_THRESHOLD
 
 #: How a swept field is named in headers and on the plot's x axis.
@@ -187,7 +188,7 @@ def _render_csv(sweep) -> str:
 
 
 def render_sweep(sweep, format: str = "table", *, indent: int | None = 2) -> str:
-    """``sweep`` as text in one of :data:`xattn.render.report.FORMATS`."""
+    """``sweep`` as text in one of :data:`xattn.render.text.FORMATS`."""
     if format == "json":
         return json.dumps(sweep_dict(sweep), indent=indent, allow_nan=False) + "\n"
     if format == "table":
