@@ -31,7 +31,7 @@ def test_core_modules_import_no_framework():
         import sys
         import xattn.comparison.comparator, xattn.render.report, xattn.numerics.drift, xattn.timing
         import xattn.porting.check, xattn.backends.env
-        import xattn.render.environment, xattn.render.port_report
+        import xattn.render.environment, xattn.render.port_report, xattn.render.bridge_matrix
         import xattn.comparison.results, xattn.backends.frameworks, xattn.render.schema, xattn.testing, xattn.cli
         print(",".join(m for m in ("jax", "torch", "flax", "jaxlib") if m in sys.modules))
     """

@@ -354,10 +354,9 @@ def bridge(fmt, output, x64, layouts, dtypes):
     Every cell converts a fresh array with copy=None, False and True, proves zero-copy by buffer
     pointers and checks the bits; a cell marked (!) broke a promise.
     """
-    import contextlib
-
     from xattn import _compat
-    from xattn.bridge.matrix import bridge_matrix, render_matrix
+    from xattn.bridge.matrix import bridge_matrix
+    from xattn.render.bridge_matrix import render_matrix
 
     frameworks = ["numpy"]
     for name in ("jax", "torch"):

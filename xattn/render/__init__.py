@@ -10,4 +10,5 @@ and computes nothing; nothing here imports those parts back.
 - :mod:`~xattn.render.schema`: the JSON schemas of both reports
 - :mod:`~xattn.render.environment`: ``xattn env``'s block
 - :mod:`~xattn.render.port_report`: ``xattn.check_port``'s table
+- :mod:`~xattn.render.bridge_matrix`: ``xattn bridge``'s matrix
 """

@@ -25,10 +25,10 @@ def check_format(format: str) -> None:
         raise ValueError(f"format: expected one of {', '.join(FORMATS)}; got {format!r}")
 
 
-def tabulate(rows, headers, **options) -> str:
-    """tabulate without its 2-space pad around headers (columns stay 2 apart), to fit 100 columns."""
+def tabulate(rows, headers, *, header_padding: int = 0, **options) -> str:
+    """tabulate with ``header_padding`` (tabulate's own is 2) around headers; 0 keeps columns 2 apart and fits 100."""
     padding = _tabulate_module.MIN_PADDING
-    _tabulate_module.MIN_PADDING = 0
+    _tabulate_module.MIN_PADDING = header_padding
     try:
         return _tabulate_module.tabulate(rows, headers, disable_numparse=True, **options)
     finally:
