@@ -1,19 +1,18 @@
 """The ``xattn compare`` report (:class:`xattn.comparison.results.Report`) as a table, Markdown, CSV or JSON.
 
-Takes frozen dataclasses and computes nothing; the shared text helpers are :mod:`xattn.render.text`.
+Also what :mod:`xattn.render.sweep_report` reuses for each point: a row's JSON object, CSV record
+and table cells, and the spec as JSON. Takes frozen dataclasses and computes nothing.
 The JSON layout is documented in ``docs/comparator.md`` and pinned by :data:`xattn.render.schema.REPORT_SCHEMA`.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
-import json
 
+from xattn._version import __version__
 from xattn.numerics.judge import UNSUPPORTED
 from xattn.render.schema import SCHEMA_ID
-from xattn.render.text import FORMATS, _count, _finite, _sci, _wrap, duration, tabulate
+from xattn.render.text import _count, _finite, _sci, _wrap, duration, page, render_as, tabulate
 from xattn.timing import NOISE_THRESHOLD
 
 # ---------------------------------------------------------------------------------------- JSON
@@ -55,24 +54,37 @@ def row_dict(row) -> dict:
     }
 
 
+def csv_record(row) -> dict:
+    """:func:`row_dict` with its notes joined by ``"; "``: one CSV line."""
+    record = row_dict(row)
+    record["notes"] = "; ".join(record["notes"])
+    return record
+
+
+def spec_dict(spec) -> dict:
+    """An :class:`~xattn.contract.spec.AttentionSpec` as the JSON schema's ``spec`` object."""
+    data = dataclasses.asdict(spec)
+    data["key_lengths"] = None if spec.key_lengths is None else list(spec.key_lengths)
+    return data
+
+
 def pair_dict(pair) -> dict:
     data = dataclasses.asdict(pair)
     data["over_budget"] = list(pair.over_budget)
     return {key: _finite(value) for key, value in data.items()}
 
 
-def report_dict(report) -> dict:
-    from xattn._version import __version__
+def document_head(schema_id: str, result) -> dict:
+    """The keys a JSON document (a report or a sweep) opens with: its schema, xattn's version, ok, exit code."""
+    return {"schema": schema_id, "xattn_version": __version__, "ok": result.ok, "exit_code": result.exit_code}
 
-    spec = dataclasses.asdict(report.spec)
-    spec["key_lengths"] = None if report.spec.key_lengths is None else list(report.spec.key_lengths)
+
+def report_dict(report) -> dict:
+    """The report as the JSON schema's object."""
     return {
-        "schema": SCHEMA_ID,
-        "xattn_version": __version__,
-        "ok": report.ok,
-        "exit_code": report.exit_code,
+        **document_head(SCHEMA_ID, report),
         "env": report.env,
-        "spec": spec,
+        "spec": spec_dict(report.spec),
         "settings": dict(report.settings),
         "results": [row_dict(row) for row in report.results],
         "pairs": [pair_dict(pair) for pair in report.pairs],
@@ -99,15 +111,18 @@ RESULT_HEADERS = ("backend", "variant", "verdict", "max err", "rel L2", "ULP", "
                   "compile", "GFLOP/s")
 
 
-def _result_cells(row) -> list:
+def with_quantity(name: str, quantity: str) -> str:
+    """``name``, followed by ``quantity`` in brackets unless it is the output: ``"jax/sdpa (grad/x)"``."""
+    return name + ("" if quantity == "out" else f" ({quantity})")
+
+
+def row_cells(row) -> dict[str, str]:
+    """Every table cell of a row, by its header in :data:`RESULT_HEADERS`; a sweep shows some of them."""
     drift, timing = row.drift, row.timing
-    iqr = "-"
-    if timing is not None:
-        iqr = f"±{timing.spread * 100:.0f}%" + ("!" if timing.noisy else "")
-    name = row.variant if row.quantity == "out" else f"{row.variant}:{row.quantity}"
-    return [
+    iqr = "-" if timing is None else f"±{timing.spread * 100:.0f}%" + ("!" if timing.noisy else "")
+    cells = [
         row.backend,
-        name,
+        row.variant if row.quantity == "out" else f"{row.variant}:{row.quantity}",
         row.verdict,
         _sci(drift.max_abs_err) if drift else "-",
         _sci(drift.rel_l2_err) if drift else "-",
@@ -118,6 +133,7 @@ def _result_cells(row) -> list:
         duration(row.compile_s),
         f"{row.gflops:.3g}" if row.gflops is not None else "-",
     ]
+    return dict(zip(RESULT_HEADERS, cells))
 
 
 PAIR_HEADERS = ("pair", "max diff", "err a", "err b", "budget", "attribution")
@@ -125,7 +141,7 @@ PAIR_HEADERS = ("pair", "max diff", "err a", "err b", "budget", "attribution")
 
 def _pair_cells(pair) -> list:
     return [
-        f"{pair.a} vs {pair.b}" + ("" if pair.quantity == "out" else f" ({pair.quantity})"),
+        with_quantity(f"{pair.a} vs {pair.b}", pair.quantity),
         _sci(pair.max_abs_diff),
         _sci(pair.a_max_abs_err),
         _sci(pair.b_max_abs_err),
@@ -135,13 +151,9 @@ def _pair_cells(pair) -> list:
 
 
 def _render_tabular(report, tablefmt: str) -> str:
-    header = _spec_line(report)
-    if tablefmt == "github":
-        header = "\n".join(f"**{line}**  " for line in header.splitlines())
-    parts = [header, ""]
-    parts.append(tabulate([_result_cells(r) for r in report.results], RESULT_HEADERS, tablefmt=tablefmt))
+    tables = [tabulate([list(row_cells(r).values()) for r in report.results], RESULT_HEADERS, tablefmt=tablefmt)]
     if report.pairs:
-        parts += ["", tabulate([_pair_cells(p) for p in report.pairs], PAIR_HEADERS, tablefmt=tablefmt)]
+        tables.append(tabulate([_pair_cells(p) for p in report.pairs], PAIR_HEADERS, tablefmt=tablefmt))
     notes = []
     for row in report.results:
         if row.error:
@@ -162,7 +174,7 @@ def _render_tabular(report, tablefmt: str) -> str:
                                         f" ({report.settings.get('max_time_s')} s) was reached: {', '.join(noisy)}."
                                         " Raise --max-time or quiet the machine"))
     def labels(rows):
-        return ", ".join(r.label + ("" if r.quantity == "out" else f" ({r.quantity})") for r in rows)
+        return ", ".join(with_quantity(r.label, r.quantity) for r in rows)
 
     refused = [r for r in report.results if r.verdict == UNSUPPORTED]
     bad = [r for r in report.results if not r.ok and r.verdict != UNSUPPORTED]
@@ -171,30 +183,14 @@ def _render_tabular(report, tablefmt: str) -> str:
     if refused:
         verdict += f"; {len(refused)} unsupported here (not a failure): {labels(refused)}"
     notes.append(f"verdict: {verdict}")
-    if tablefmt == "github":
-        notes = [f"- {line}" for line in notes]
-    return "\n".join(parts + [""] + notes) + "\n"
+    return page(_spec_line(report), tables, notes, tablefmt)
 
 
-def _render_csv(report) -> str:
-    rows = [row_dict(r) for r in report.results]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["backend"], lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        row["notes"] = "; ".join(row["notes"])
-        writer.writerow(row)
-    return buffer.getvalue()
+def _csv_records(report) -> list[dict]:
+    return [csv_record(row) for row in report.results]
 
 
 def render(report, format: str = "table", *, indent: int | None = 2) -> str:
-    """``report`` as text in one of :data:`FORMATS`."""
-    if format == "json":
-        return json.dumps(report_dict(report), indent=indent, allow_nan=False) + "\n"
-    if format == "table":
-        return _render_tabular(report, "simple")
-    if format == "markdown":
-        return _render_tabular(report, "github")
-    if format == "csv":
-        return _render_csv(report)
-    raise ValueError(f"format: expected one of {', '.join(FORMATS)}; got {format!r}")
+    """``report`` as text in one of :data:`xattn.render.text.FORMATS`."""
+    return render_as(report, format, to_dict=report_dict, tabular=_render_tabular, csv_records=_csv_records,
+                     empty_header=("backend",), indent=indent)

@@ -1,16 +1,19 @@
-"""What every text rendering shares: the formats, the tabulate wrapper, number cells, notes, CSV.
+"""What every text rendering shares: the formats, the tabulate wrapper, number cells, notes, CSV, the dispatch.
 
-Tables are meant to read at :data:`WIDTH` columns. The underscored helpers (``_sci``, ``_wrap``,
-...) are for the modules of :mod:`xattn.render` only.
+:func:`render_as` is the one format dispatch of a result that has a JSON object, a table and CSV
+records (``xattn compare`` and ``xattn sweep``); :func:`page` lays out a table page with its notes,
+plain or Markdown. Tables are meant to read at :data:`WIDTH` columns. The underscored helpers
+(``_sci``, ``_wrap``, ...) are for the modules of :mod:`xattn.render` only.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import textwrap
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import tabulate as _tabulate_module
 
@@ -72,7 +75,7 @@ def duration(seconds) -> str:
     return f"{seconds:.3g} s"
 
 
-# ---------------------------------------------------------------------------------------- notes
+# ----------------------------------------------------------------------------------- the page
 
 
 def _wrap(prefix: str, text: str) -> str:
@@ -80,8 +83,15 @@ def _wrap(prefix: str, text: str) -> str:
     return textwrap.fill(text, WIDTH, initial_indent=prefix, subsequent_indent=" " * 4)
 
 
+def page(header: str, tables: Sequence[str], notes: Sequence[str], tablefmt: str) -> str:
+    """The header, the tables and the notes, a blank line apart; Markdown bolds the header and lists the notes."""
+    if tablefmt == "github":
+        header = "\n".join(f"**{line}**  " for line in header.splitlines())
+        notes = [f"- {line}" for line in notes]
+    return "\n".join([header, "", "\n\n".join(tables), "", *notes]) + "\n"
 
-# ----------------------------------------------------------------------------------------- CSV
+
+# ------------------------------------------------------------------------------ CSV and dispatch
 
 
 def csv_text(records: Sequence[Mapping], empty_header: Iterable[str], *, line_end: str = "\n") -> str:
@@ -93,3 +103,21 @@ def csv_text(records: Sequence[Mapping], empty_header: Iterable[str], *, line_en
     writer.writerows(records)
     return buffer.getvalue()
 
+
+def render_as(
+    result,
+    format: str,
+    *,
+    to_dict: Callable[[object], dict],
+    tabular: Callable[[object, str], str],
+    csv_records: Callable[[object], list[dict]],
+    empty_header: Iterable[str],
+    indent: int | None = 2,
+) -> str:
+    """``result`` as text in one of :data:`FORMATS`: ``to_dict`` as JSON, ``tabular`` in a table style, or CSV."""
+    check_format(format)
+    if format == "json":
+        return json.dumps(to_dict(result), indent=indent, allow_nan=False) + "\n"
+    if format == "csv":
+        return csv_text(csv_records(result), empty_header)
+    return tabular(result, TABLE_STYLES[format])
