@@ -6,6 +6,7 @@ output's budget, each pair's difference and attribution, and the overall verdict
 
 from __future__ import annotations
 
+from xattn.numerics.judge import OK
 from xattn.render.text import _count, _sci, _wrap, tabulate
 
 PORT_HEADERS = ("function", "output", "verdict", "max err", "budget", "rel L2", "ULP", "1-cos", "non-finite")
@@ -27,5 +28,5 @@ def render_drift_report(report) -> str:
     for pair in report.pairs:
         difference = f"max diff |a-b| {_sci(pair.max_abs_diff)}, rel L2 {_sci(pair.rel_l2_diff)}"
         lines.append(_wrap(f"{pair.output}: ", f"{difference}; {pair.attribution}"))
-    lines.append(f"verdict: {'ok' if report.ok else 'NOT OK'}")
+    lines.append(f"verdict: {OK if report.ok else 'NOT OK'}")
     return "\n".join(lines) + "\n"

@@ -164,7 +164,7 @@ def _render_tabular(report, tablefmt: str) -> str:
         notes.append("jax: jax_enable_x64 was turned on by xattn for this float64 run, and restored after")
     if not report.settings.get("threads_equal", True):
         notes.append(_wrap("threads: ", f"not equal ({report.settings['threads']}): XLA's count is fixed when JAX"
-                                         " starts; pass --threads before anything imports JAX"))
+                                         " starts; pass the threads argument before anything imports JAX"))
     budget = next((r.budget for r in report.results if r.budget is not None), None)
     if budget is not None:
         notes.append(_wrap("budget: ", f"max err <= {budget.describe()} ({budget.dtype}); see docs/comparator.md"))
@@ -172,7 +172,7 @@ def _render_tabular(report, tablefmt: str) -> str:
     if noisy:
         notes.append(_wrap("! noisy: ", f"IQR/median >= {NOISE_THRESHOLD} when the time cap"
                                         f" ({report.settings.get('max_time_s')} s) was reached: {', '.join(noisy)}."
-                                        " Raise --max-time or quiet the machine"))
+                                        " Raise max_time or quiet the machine"))
     def labels(rows):
         return ", ".join(with_quantity(r.label, r.quantity) for r in rows)
 

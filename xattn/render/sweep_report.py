@@ -114,7 +114,7 @@ def _notes(sweep) -> list[str]:
         listed = ", ".join(noisy) if len(noisy) <= 4 else "marked ! in the IQR column"
         notes.append(_wrap("! noisy: ", f"{len(noisy)} of {timed} timed rows had IQR/median >= {NOISE_THRESHOLD}"
                                         f" when the time cap ({max_time} s) was reached: {listed}."
-                                        " Raise --max-time or quiet the machine"))
+                                        " Raise max_time or quiet the machine"))
     notes.append(_wrap("budget: ", "max err <= 2 x the naive same-dtype error + one rounding step, per point;"
                                    " see docs/comparator.md"))
     rows = sum(len(report.results) for report in sweep.reports)
