@@ -290,6 +290,7 @@ def sweep(ctx, backends, variants, seed_shape, seq, dtype, seed, device, matmul_
     """
     from xattn.comparison import sweeper
     from xattn.contract.spec import AttentionSpec
+    from xattn.render.sweep_report import point_label
 
     if seq is not None and (sizes["q_len"] is not None or sizes["kv_len"] is not None):
         raise click.BadParameter("--seq sets T and S together; got it with --q-len/--kv-len. Give one or the other.",
@@ -306,7 +307,7 @@ def sweep(ctx, backends, variants, seed_shape, seq, dtype, seed, device, matmul_
             fields.update({"q_len": values[0], "kv_len": values[0]} if name == "seq" else {name: values[0]})
     mask = {"causal": causal, "key_lengths": key_lengths, "scale": scale}
     fields.update({name: value for name, value in mask.items() if value is not None})
-    label = sweeper.point_label(swept, [values[0] for values in swept.values()])
+    label = point_label(swept, [values[0] for values in swept.values()])
     count = math.prod(len(values) for values in swept.values())
     try:
         spec = AttentionSpec(seed=seed, **fields)
@@ -342,7 +343,7 @@ def sweep(ctx, backends, variants, seed_shape, seq, dtype, seed, device, matmul_
 def env(fmt, output):
     """Versions, devices, thread counts and every numerics flag that changes results."""
     from xattn.backends.env import environment
-    from xattn.render.report import render_env
+    from xattn.render.environment import render_env
 
     _emit(render_env(environment(), fmt), output)
 
@@ -360,10 +361,9 @@ def bridge(fmt, output, x64, layouts, dtypes):
     Every cell converts a fresh array with copy=None, False and True, proves zero-copy by buffer
     pointers and checks the bits; a cell marked (!) broke a promise.
     """
-    import contextlib
-
     from xattn import _compat
-    from xattn.bridge.matrix import bridge_matrix, render_matrix
+    from xattn.bridge.matrix import bridge_matrix
+    from xattn.render.bridge_matrix import render_matrix
 
     frameworks = ["numpy"]
     for name in ("jax", "torch"):

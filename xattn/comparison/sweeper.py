@@ -21,6 +21,7 @@ from xattn.backends.frameworks import request_xla_threads
 from xattn.comparison.results import SweepReport
 from xattn.comparison.settings import Plan, RunSettings, make_plan
 from xattn.contract.spec import AttentionSpec
+from xattn.render.sweep_report import point_label
 
 #: Sweeps T and S together (self-attention lengths).
 SEQ = "seq"
@@ -28,11 +29,6 @@ SEQ = "seq"
 SWEEPABLE = (SEQ, "batch", "q_len", "kv_len", "embed", "heads", "kv_heads", "head_dim", "dtype")
 #: Derived field -> the fields it follows when the base spec left it at its derived value.
 FOLLOWS = {"kv_len": ("q_len",), "kv_heads": ("heads",), "head_dim": ("embed", "heads")}
-
-
-def point_label(fields: Iterable[str], values: Iterable) -> str:
-    """``"seq=128, dtype=bfloat16"``."""
-    return ", ".join(f"{field}={value}" for field, value in zip(fields, values))
 
 
 def _check_sweep(sweep) -> dict[str, tuple]:

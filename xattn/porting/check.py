@@ -51,7 +51,7 @@ class DriftReport:
         return self
 
     def __str__(self) -> str:
-        from xattn.render.report import render_drift_report
+        from xattn.render.port_report import render_drift_report
 
         return render_drift_report(self)
 

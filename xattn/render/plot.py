@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from xattn.errors import PlotUnavailableError
+from xattn.render.sweep_report import fixed_spec, point_label, sweep_title
+from xattn.render.text import duration
 
 INSTALL = "pip install 'xattn[plot]'"
 #: Line style and marker of each backend; a backend not listed gets the next of OTHER_STYLES.
@@ -68,8 +70,6 @@ def _series(sweep, group_points):
 
 def _groups(sweep):
     """(label, [(x index, report)]) per combination of the fields after the first, in sweep order."""
-    from xattn.comparison.sweeper import point_label
-
     x_values = list(sweep.values(sweep.fields[0]))
     groups: dict[tuple, list] = {}
     for point, report in zip(sweep.points, sweep.reports):
@@ -98,8 +98,6 @@ def _x_axis(axes, field, values):
 
 
 def _duration_tick(seconds, _position=None) -> str:
-    from xattn.render.report import duration
-
     return duration(seconds) if seconds > 0 else ""
 
 
@@ -115,8 +113,6 @@ def _styles(sweep):
 
 
 def _title(sweep) -> str:
-    from xattn.render.sweep_report import fixed_spec, sweep_title
-
     report = sweep.reports[0]
     env, settings = report.env, report.settings
     versions = ", ".join(f"{name} {env['versions'].get(name)}" for name in settings.get("backends", ()))
@@ -131,8 +127,6 @@ def _title(sweep) -> str:
 
 def _not_shown(sweep) -> str:
     """One line per backend/variant with no output at some points: which verdict, where."""
-    from xattn.comparison.sweeper import point_label
-
     missing: dict[tuple, list[str]] = {}
     for point, report in zip(sweep.points, sweep.reports):
         for row in report.results:

@@ -1,71 +1,19 @@
-"""All rendering: reports as a table, Markdown, CSV or JSON; the environment block; port checks.
+"""The ``xattn compare`` report (:class:`xattn.comparison.results.Report`) as a table, Markdown, CSV or JSON.
 
-Takes the frozen dataclasses of :mod:`xattn.comparison.results` and :mod:`xattn.porting.check`; computes nothing.
+Also what :mod:`xattn.render.sweep_report` reuses for each point: a row's JSON object, CSV record
+and table cells, and the spec as JSON. Takes frozen dataclasses and computes nothing.
 The JSON layout is documented in ``docs/comparator.md`` and pinned by :data:`xattn.render.schema.REPORT_SCHEMA`.
-The table is meant to read at 100 columns.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
-import json
-import math
-import textwrap
 
-import tabulate as _tabulate_module
-
+from xattn._version import __version__
 from xattn.numerics.judge import UNSUPPORTED
 from xattn.render.schema import SCHEMA_ID
+from xattn.render.text import _count, _finite, _sci, _wrap, duration, page, render_as, tabulate
 from xattn.timing import NOISE_THRESHOLD
-
-FORMATS = ("table", "json", "markdown", "csv")
-WIDTH = 100
-
-
-def tabulate(rows, headers, **options) -> str:
-    """tabulate without its 2-space pad around headers (columns stay 2 spaces apart), to fit 100 columns."""
-    padding = _tabulate_module.MIN_PADDING
-    _tabulate_module.MIN_PADDING = 0
-    try:
-        return _tabulate_module.tabulate(rows, headers, disable_numparse=True, **options)
-    finally:
-        _tabulate_module.MIN_PADDING = padding
-
-
-# ------------------------------------------------------------------------------------- numbers
-
-
-def _finite(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _sci(value) -> str:
-    if value is None:
-        return "-"
-    if value == 0:
-        return "0"
-    return f"{value:.1e}"
-
-
-def _count(value) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.0f}" if value < 1e5 else f"{value:.1e}"
-
-
-def duration(seconds) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.3g} µs"
-    if seconds < 1:
-        return f"{seconds * 1e3:.3g} ms"
-    return f"{seconds:.3g} s"
-
 
 # ---------------------------------------------------------------------------------------- JSON
 
@@ -106,24 +54,37 @@ def row_dict(row) -> dict:
     }
 
 
+def csv_record(row) -> dict:
+    """:func:`row_dict` with its notes joined by ``"; "``: one CSV line."""
+    record = row_dict(row)
+    record["notes"] = "; ".join(record["notes"])
+    return record
+
+
+def spec_dict(spec) -> dict:
+    """An :class:`~xattn.contract.spec.AttentionSpec` as the JSON schema's ``spec`` object."""
+    data = dataclasses.asdict(spec)
+    data["key_lengths"] = None if spec.key_lengths is None else list(spec.key_lengths)
+    return data
+
+
 def pair_dict(pair) -> dict:
     data = dataclasses.asdict(pair)
     data["over_budget"] = list(pair.over_budget)
     return {key: _finite(value) for key, value in data.items()}
 
 
-def report_dict(report) -> dict:
-    from xattn._version import __version__
+def document_head(schema_id: str, result) -> dict:
+    """The keys a JSON document (a report or a sweep) opens with: its schema, xattn's version, ok, exit code."""
+    return {"schema": schema_id, "xattn_version": __version__, "ok": result.ok, "exit_code": result.exit_code}
 
-    spec = dataclasses.asdict(report.spec)
-    spec["key_lengths"] = None if report.spec.key_lengths is None else list(report.spec.key_lengths)
+
+def report_dict(report) -> dict:
+    """The report as the JSON schema's object."""
     return {
-        "schema": SCHEMA_ID,
-        "xattn_version": __version__,
-        "ok": report.ok,
-        "exit_code": report.exit_code,
+        **document_head(SCHEMA_ID, report),
         "env": report.env,
-        "spec": spec,
+        "spec": spec_dict(report.spec),
         "settings": dict(report.settings),
         "results": [row_dict(row) for row in report.results],
         "pairs": [pair_dict(pair) for pair in report.pairs],
@@ -150,15 +111,18 @@ RESULT_HEADERS = ("backend", "variant", "verdict", "max err", "rel L2", "ULP", "
                   "compile", "GFLOP/s")
 
 
-def _result_cells(row) -> list:
+def with_quantity(name: str, quantity: str) -> str:
+    """``name``, followed by ``quantity`` in brackets unless it is the output: ``"jax/sdpa (grad/x)"``."""
+    return name + ("" if quantity == "out" else f" ({quantity})")
+
+
+def row_cells(row) -> dict[str, str]:
+    """Every table cell of a row, by its header in :data:`RESULT_HEADERS`; a sweep shows some of them."""
     drift, timing = row.drift, row.timing
-    iqr = "-"
-    if timing is not None:
-        iqr = f"±{timing.spread * 100:.0f}%" + ("!" if timing.noisy else "")
-    name = row.variant if row.quantity == "out" else f"{row.variant}:{row.quantity}"
-    return [
+    iqr = "-" if timing is None else f"±{timing.spread * 100:.0f}%" + ("!" if timing.noisy else "")
+    cells = [
         row.backend,
-        name,
+        row.variant if row.quantity == "out" else f"{row.variant}:{row.quantity}",
         row.verdict,
         _sci(drift.max_abs_err) if drift else "-",
         _sci(drift.rel_l2_err) if drift else "-",
@@ -169,6 +133,7 @@ def _result_cells(row) -> list:
         duration(row.compile_s),
         f"{row.gflops:.3g}" if row.gflops is not None else "-",
     ]
+    return dict(zip(RESULT_HEADERS, cells))
 
 
 PAIR_HEADERS = ("pair", "max diff", "err a", "err b", "budget", "attribution")
@@ -176,7 +141,7 @@ PAIR_HEADERS = ("pair", "max diff", "err a", "err b", "budget", "attribution")
 
 def _pair_cells(pair) -> list:
     return [
-        f"{pair.a} vs {pair.b}" + ("" if pair.quantity == "out" else f" ({pair.quantity})"),
+        with_quantity(f"{pair.a} vs {pair.b}", pair.quantity),
         _sci(pair.max_abs_diff),
         _sci(pair.a_max_abs_err),
         _sci(pair.b_max_abs_err),
@@ -185,18 +150,10 @@ def _pair_cells(pair) -> list:
     ]
 
 
-def _wrap(prefix: str, text: str) -> str:
-    return textwrap.fill(text, WIDTH, initial_indent=prefix, subsequent_indent=" " * 4)
-
-
 def _render_tabular(report, tablefmt: str) -> str:
-    header = _spec_line(report)
-    if tablefmt == "github":
-        header = "\n".join(f"**{line}**  " for line in header.splitlines())
-    parts = [header, ""]
-    parts.append(tabulate([_result_cells(r) for r in report.results], RESULT_HEADERS, tablefmt=tablefmt))
+    tables = [tabulate([list(row_cells(r).values()) for r in report.results], RESULT_HEADERS, tablefmt=tablefmt)]
     if report.pairs:
-        parts += ["", tabulate([_pair_cells(p) for p in report.pairs], PAIR_HEADERS, tablefmt=tablefmt)]
+        tables.append(tabulate([_pair_cells(p) for p in report.pairs], PAIR_HEADERS, tablefmt=tablefmt))
     notes = []
     for row in report.results:
         if row.error:
@@ -207,7 +164,7 @@ def _render_tabular(report, tablefmt: str) -> str:
         notes.append("jax: jax_enable_x64 was turned on by xattn for this float64 run, and restored after")
     if not report.settings.get("threads_equal", True):
         notes.append(_wrap("threads: ", f"not equal ({report.settings['threads']}): XLA's count is fixed when JAX"
-                                         " starts; pass --threads before anything imports JAX"))
+                                         " starts; pass the threads argument before anything imports JAX"))
     budget = next((r.budget for r in report.results if r.budget is not None), None)
     if budget is not None:
         notes.append(_wrap("budget: ", f"max err <= {budget.describe()} ({budget.dtype}); see docs/comparator.md"))
@@ -215,9 +172,9 @@ def _render_tabular(report, tablefmt: str) -> str:
     if noisy:
         notes.append(_wrap("! noisy: ", f"IQR/median >= {NOISE_THRESHOLD} when the time cap"
                                         f" ({report.settings.get('max_time_s')} s) was reached: {', '.join(noisy)}."
-                                        " Raise --max-time or quiet the machine"))
+                                        " Raise max_time or quiet the machine"))
     def labels(rows):
-        return ", ".join(r.label + ("" if r.quantity == "out" else f" ({r.quantity})") for r in rows)
+        return ", ".join(with_quantity(r.label, r.quantity) for r in rows)
 
     refused = [r for r in report.results if r.verdict == UNSUPPORTED]
     bad = [r for r in report.results if not r.ok and r.verdict != UNSUPPORTED]
@@ -226,96 +183,14 @@ def _render_tabular(report, tablefmt: str) -> str:
     if refused:
         verdict += f"; {len(refused)} unsupported here (not a failure): {labels(refused)}"
     notes.append(f"verdict: {verdict}")
-    if tablefmt == "github":
-        notes = [f"- {line}" for line in notes]
-    return "\n".join(parts + [""] + notes) + "\n"
+    return page(_spec_line(report), tables, notes, tablefmt)
 
 
-def _render_csv(report) -> str:
-    rows = [row_dict(r) for r in report.results]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["backend"], lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        row["notes"] = "; ".join(row["notes"])
-        writer.writerow(row)
-    return buffer.getvalue()
+def _csv_records(report) -> list[dict]:
+    return [csv_record(row) for row in report.results]
 
 
 def render(report, format: str = "table", *, indent: int | None = 2) -> str:
-    """``report`` as text in one of :data:`FORMATS`."""
-    if format == "json":
-        return json.dumps(report_dict(report), indent=indent, allow_nan=False) + "\n"
-    if format == "table":
-        return _render_tabular(report, "simple")
-    if format == "markdown":
-        return _render_tabular(report, "github")
-    if format == "csv":
-        return _render_csv(report)
-    raise ValueError(f"format: expected one of {', '.join(FORMATS)}; got {format!r}")
-
-
-# --------------------------------------------------------------------------------- environment
-
-
-def _flatten(data, prefix: str = ""):
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            yield from _flatten(value, f"{name}.")
-        elif isinstance(value, list):
-            yield name, ", ".join(str(v) for v in value) or "-"
-        else:
-            yield name, "-" if value is None else str(value)
-
-
-def render_env(env: dict, format: str = "table") -> str:
-    """The environment block: JSON as it is; otherwise one small key/value table per section."""
-    if format == "json":
-        return json.dumps(env, indent=2) + "\n"
-    if format not in FORMATS:
-        raise ValueError(f"format: expected one of {', '.join(FORMATS)}; got {format!r}")
-    if format == "csv":
-        buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\n").writerows([("key", "value"), *_flatten(env)])
-        return buffer.getvalue()
-    tablefmt = "github" if format == "markdown" else "simple"
-    general = [(key, str(value)) for key, value in env.items() if not isinstance(value, dict)]
-    sections = [("xattn env", general)]
-    for key, value in env.items():
-        if isinstance(value, dict):
-            if key == "numerics":
-                sections += [(f"numerics: {name}", list(_flatten(flags))) for name, flags in value.items()]
-            else:
-                sections.append((key, list(_flatten(value))))
-    parts = []
-    for title, rows in sections:
-        if rows:
-            heading = f"## {title}" if format == "markdown" else f"{title}"
-            parts.append(heading + "\n" + tabulate(rows, ("key", "value"), tablefmt=tablefmt))
-    return "\n\n".join(parts) + "\n"
-
-
-# ---------------------------------------------------------------------------------- port checks
-
-PORT_HEADERS = ("function", "output", "verdict", "max err", "budget", "rel L2", "ULP", "1-cos", "non-finite")
-
-
-def render_drift_report(report) -> str:
-    """A :class:`xattn.porting.check.DriftReport` as its table."""
-    lines = [f"xattn check_port: {report.names[0]} vs {report.names[1]} ({report.dtype}; {report.basis})", ""]
-    cells, budgets = [], {}
-    for side in report.sides:
-        m, budget = side.drift, side.budget
-        budgets.setdefault(side.output, budget)
-        cells.append([side.name, side.output, side.verdict, _sci(m.max_abs_err),
-                      _sci(budget.max_abs) if budget.max_abs is not None else "rtol/atol", _sci(m.rel_l2_err),
-                      _count(m.max_ulp), _sci(m.dissimilarity), str(m.nonfinite_mismatches)])
-    lines += [tabulate(cells, PORT_HEADERS), ""]
-    for output, budget in budgets.items():
-        lines.append(_wrap(f"budget {output}: ", f"{budget.describe()} ({budget.dtype})"))
-    for pair in report.pairs:
-        difference = f"max diff |a-b| {_sci(pair.max_abs_diff)}, rel L2 {_sci(pair.rel_l2_diff)}"
-        lines.append(_wrap(f"{pair.output}: ", f"{difference}; {pair.attribution}"))
-    lines.append(f"verdict: {'ok' if report.ok else 'NOT OK'}")
-    return "\n".join(lines) + "\n"
+    """``report`` as text in one of :data:`xattn.render.text.FORMATS`."""
+    return render_as(report, format, to_dict=report_dict, tabular=_render_tabular, csv_records=_csv_records,
+                     empty_header=("backend",), indent=indent)
