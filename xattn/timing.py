@@ -173,7 +173,7 @@ def _finish(state: _State, max_time: float) -> Measurement:
     if state.spread() >= NOISE_THRESHOLD:
         warnings.append(
             f"noisy: IQR/median = {state.spread():.2f} >= {NOISE_THRESHOLD} after {len(state.times)} samples"
-            f" ({state.spent:.2f} s measured, cap max_time={max_time:g} s); raise --max-time or quiet the machine"
+            f" ({state.spent:.2f} s measured, cap max_time={max_time:g} s); raise max_time or quiet the machine"
         )
     return Measurement(times_s=tuple(state.times), number=state.number, warnings=tuple(warnings))
 

@@ -1,7 +1,7 @@
 """Call a function, and its vector-Jacobian product, in its own framework, on NumPy inputs.
 
 The two features that check user code, ``xattn.check_port`` (:mod:`xattn.porting`) and
-``xattn.compare --grad`` (:mod:`xattn.comparison.gradients`), both run code through here: inputs go
+``xattn.compare(..., grad=True)`` (:mod:`xattn.comparison.gradients`), both run code through here: inputs go
 in through the bridge (zero-copy where possible), outputs come back to NumPy leaf by leaf, each
 named by its path in the output tree (``out``, ``out[0]``, ``out['logits']``; :mod:`xattn.bridge.trees`).
 The framework-specific part is each side's ``call``/``vjp`` (:mod:`xattn.backends.frameworks`).

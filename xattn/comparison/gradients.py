@@ -1,4 +1,4 @@
-"""``xattn.compare --grad``: each variant's gradients compared like its outputs.
+"""``xattn.compare(..., grad=True)`` (``xattn compare --grad``): each variant's gradients compared like its outputs.
 
 For the loss ⟨out, C⟩ (C from :func:`xattn.backends.calls.cotangent_like`), each variant's
 gradients with respect to x (kv when it is separate) and wq, wk, wv, wo become rows

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from xattn.errors import PlotUnavailableError
+from xattn.render.report import threads_text
 from xattn.render.sweep_report import fixed_spec, point_label, sweep_title
 from xattn.render.text import duration
 
@@ -115,13 +116,12 @@ def _styles(sweep):
 def _title(sweep) -> str:
     report = sweep.reports[0]
     env, settings = report.env, report.settings
-    versions = ", ".join(f"{name} {env['versions'].get(name)}" for name in settings.get("backends", ()))
-    threads = ", ".join(f"{name} {count}" for name, count in settings.get("threads", {}).items())
+    versions = ", ".join(f"{name} {env['versions'].get(name)}" for name in settings.backends)
     cores = env.get("cpu", {}).get("cores_available")
-    machine = f"{settings.get('device')}" + (f" ({cores} cores available)" if settings.get("device") == "cpu" else "")
+    machine = settings.device + (f" ({cores} cores available)" if settings.device == "cpu" else "")
     return (
         f"xattn sweep: {sweep_title(sweep)}; fixed {fixed_spec(sweep)}\n"
-        f"{machine}; threads {threads or '-'}; matmul precision {settings.get('matmul_precision')}; {versions}"
+        f"{machine}; threads {threads_text(settings)}; matmul precision {settings.matmul_precision}; {versions}"
     )
 
 

@@ -85,7 +85,7 @@ def report_dict(report) -> dict:
         **document_head(SCHEMA_ID, report),
         "env": report.env,
         "spec": spec_dict(report.spec),
-        "settings": dict(report.settings),
+        "settings": report.settings.to_dict(),
         "results": [row_dict(row) for row in report.results],
         "pairs": [pair_dict(pair) for pair in report.pairs],
     }
@@ -99,12 +99,17 @@ def _spec_line(report) -> str:
     shape = f"B={s.batch} T={s.q_len} S={s.kv_len} E={s.embed} H={s.heads} G={s.kv_heads} D={s.head_dim}"
     mask = ", causal" if s.causal else ""
     mask += f", key_lengths={list(s.key_lengths)}" if s.key_lengths is not None else ""
-    threads = ", ".join(f"{k} {v}" for k, v in report.settings.get("threads", {}).items())
-    return (
-        f"xattn compare: {shape} {s.dtype}{mask}\n"
-        f"device {report.settings.get('device')}; matmul precision {report.settings.get('matmul_precision')};"
-        f" threads {threads or '-'}"
-    )
+    return f"xattn compare: {shape} {s.dtype}{mask}\n{run_line(report.settings)}"
+
+
+def threads_text(settings) -> str:
+    """``"jax 2, torch 2"``: the run's intra-op threads per framework (``settings``: a RunRecord)."""
+    return ", ".join(f"{name} {count}" for name, count in settings.threads.items()) or "-"
+
+
+def run_line(settings) -> str:
+    """The header line every report of a run shares: device, matmul precision, threads."""
+    return f"device {settings.device}; matmul precision {settings.matmul_precision}; threads {threads_text(settings)}"
 
 
 RESULT_HEADERS = ("backend", "variant", "verdict", "max err", "rel L2", "ULP", "budget", "median", "IQR",
@@ -160,10 +165,10 @@ def _render_tabular(report, tablefmt: str) -> str:
             notes.append(_wrap(f"{row.label}: {row.error_type}: ", row.error))
         timing_warnings = row.timing.warnings if row.timing is not None else ()
         notes += [_wrap(f"{row.label}: ", note) for note in row.notes if note not in timing_warnings]
-    if report.settings.get("jax_enable_x64_set_by_xattn"):
+    if report.settings.jax_enable_x64_set_by_xattn:
         notes.append("jax: jax_enable_x64 was turned on by xattn for this float64 run, and restored after")
-    if not report.settings.get("threads_equal", True):
-        notes.append(_wrap("threads: ", f"not equal ({report.settings['threads']}): XLA's count is fixed when JAX"
+    if not report.settings.threads_equal:
+        notes.append(_wrap("threads: ", f"not equal ({dict(report.settings.threads)}): XLA's count is fixed when JAX"
                                          " starts; pass the threads argument before anything imports JAX"))
     budget = next((r.budget for r in report.results if r.budget is not None), None)
     if budget is not None:
@@ -171,7 +176,7 @@ def _render_tabular(report, tablefmt: str) -> str:
     noisy = [f"{r.label} {r.timing.spread:.2f}" for r in report.results if r.timing is not None and r.timing.noisy]
     if noisy:
         notes.append(_wrap("! noisy: ", f"IQR/median >= {NOISE_THRESHOLD} when the time cap"
-                                        f" ({report.settings.get('max_time_s')} s) was reached: {', '.join(noisy)}."
+                                        f" ({report.settings.max_time_s} s) was reached: {', '.join(noisy)}."
                                         " Raise max_time or quiet the machine"))
     def labels(rows):
         return ", ".join(with_quantity(r.label, r.quantity) for r in rows)

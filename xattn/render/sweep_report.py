@@ -11,7 +11,15 @@ from __future__ import annotations
 from typing import Iterable
 
 from xattn.numerics.judge import UNSUPPORTED, is_disagreement
-from xattn.render.report import csv_record, document_head, report_dict, row_cells, spec_dict, with_quantity
+from xattn.render.report import (
+    csv_record,
+    document_head,
+    report_dict,
+    row_cells,
+    run_line,
+    spec_dict,
+    with_quantity,
+)
 from xattn.render.schema import SWEEP_SCHEMA_ID
 from xattn.render.text import _wrap, page, render_as, tabulate
 from xattn.timing import NOISE_THRESHOLD
@@ -73,13 +81,8 @@ def sweep_title(sweep) -> str:
 
 
 def _header(sweep) -> str:
-    settings = sweep.reports[0].settings
-    threads = ", ".join(f"{k} {v}" for k, v in settings.get("threads", {}).items())
-    return (
-        _wrap("", f"xattn sweep: {sweep_title(sweep)} ({len(sweep.points)} points); fixed {fixed_spec(sweep)}") + "\n"
-        f"device {settings.get('device')}; matmul precision {settings.get('matmul_precision')};"
-        f" threads {threads or '-'}"
-    )
+    title = f"xattn sweep: {sweep_title(sweep)} ({len(sweep.points)} points); fixed {fixed_spec(sweep)}"
+    return _wrap("", title) + "\n" + run_line(sweep.reports[0].settings)
 
 
 #: The columns of :data:`xattn.render.report.RESULT_HEADERS` a sweep shows.
@@ -109,7 +112,7 @@ def _notes(sweep) -> list[str]:
              for (name, kind, error), points in messages.items()]
     notes += [_wrap("pairs: ", text) for text in disagreements]
     if noisy:
-        max_time = sweep.reports[0].settings.get("max_time_s")
+        max_time = sweep.reports[0].settings.max_time_s
         timed = sum(row.timing is not None for report in sweep.reports for row in report.results)
         listed = ", ".join(noisy) if len(noisy) <= 4 else "marked ! in the IQR column"
         notes.append(_wrap("! noisy: ", f"{len(noisy)} of {timed} timed rows had IQR/median >= {NOISE_THRESHOLD}"
