@@ -8,6 +8,9 @@ import math
 import click
 
 from xattn._version import __version__
+from xattn.backends.frameworks import DEVICES, MATMUL_PRECISIONS
+from xattn.contract.spec import DTYPES, SEED_SHAPE
+from xattn.render.text import FORMATS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -28,7 +31,6 @@ def main():
     """
 
 
-FORMATS = ("table", "json", "markdown", "csv")
 format_option = click.option(
     "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
     help="table and markdown read at 100 columns; json: see docs/comparator.md (sweep: docs/sweep.md).",
@@ -37,14 +39,6 @@ output_option = click.option(
     "--output", "-o", type=click.Path(dir_okay=False, writable=True), default=None,
     help="Write the report to this file instead of standard output.",
 )
-
-#: The seed notebook's shape (shared/seed): B=32, T=512, E=128, H=16, D=8.
-SEED_SHAPE = {"batch": 32, "q_len": 512, "embed": 128, "heads": 16, "head_dim": 8}
-
-
-def _names(value: str | None) -> list[str] | None:
-    return None if value is None else [name.strip() for name in value.split(",") if name.strip()]
-
 
 def _key_lengths(ctx, param, value):
     if value is None:
@@ -100,7 +94,6 @@ def _in_given_order(ctx, param, value):
     return value
 
 
-DTYPES = ("float32", "float16", "bfloat16", "float64")
 #: The AttentionSpec size options: one integer for compare; for sweep, a comma list sweeps the field.
 SIZE_OPTIONS = (
     ("--batch", "B  [default: 2]"),
@@ -143,8 +136,8 @@ mask_options = _options(
 )
 run_options = _options(
     click.option("--seed", type=int, default=0, show_default=True, help="Seed of the inputs."),
-    click.option("--device", type=click.Choice(("cpu", "cuda", "auto")), default="cpu", show_default=True),
-    click.option("--matmul-precision", type=click.Choice(("highest", "high", "default")), default="highest",
+    click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True),
+    click.option("--matmul-precision", type=click.Choice(MATMUL_PRECISIONS), default="highest",
                  show_default=True, help="float32 matmul precision in both frameworks (default: leave as is)."),
     click.option("--threads", type=click.IntRange(min=1),
                  help="Intra-op threads for both frameworks [default: XLA's]."),
@@ -160,9 +153,16 @@ def _flag(argument: str) -> str:
     return "--" + argument.replace("_", "-")
 
 
+def _checked(flag: str, resolve, *args):
+    """``resolve(*args)``, its ValueError a usage error of ``flag`` (exit 2)."""
+    try:
+        return resolve(*args)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint=flag) from None
+
+
 def _prepare_run(backends, variants, **options):
-    """``(plan, settings)``: the run options validated and the names resolved, as usage errors (exit 2),
-    before anything runs (the same RunSettings and Plan the library validates)."""
+    """``(plan, settings)``, the library's own RunSettings and Plan: bad options are usage errors (exit 2)."""
     from xattn.comparison import settings as run_settings
     from xattn.errors import BackendUnavailableError
 
@@ -178,19 +178,11 @@ def _prepare_run(backends, variants, **options):
 
         request_xla_threads(settings.threads)  # before anything imports JAX
     try:
-        names = run_settings.resolve_backends(_names(backends))
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="--backends") from None
+        names = _checked("--backends", run_settings.resolve_backends, backends)
     except BackendUnavailableError as error:
         raise click.UsageError(str(error)) from None
-    try:
-        runs = run_settings.resolve_variants(names, _names(variants))
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="--variants") from None
-    try:
-        device = run_settings.resolve_device(settings.device, names)
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="--device") from None
+    runs = _checked("--variants", run_settings.resolve_variants, names, variants)
+    device = _checked("--device", run_settings.resolve_device, settings.device, names)
     from xattn.backends.caches import enable_compilation_caches
 
     enable_compilation_caches(names)  # a second run skips XLA and inductor compiles (XATTN_NO_CACHE=1: off)
@@ -362,17 +354,19 @@ def bridge(fmt, output, x64, layouts, dtypes):
     pointers and checks the bits; a cell marked (!) broke a promise.
     """
     from xattn import _compat
+    from xattn.backends.frameworks import FRAMEWORKS
     from xattn.bridge.matrix import bridge_matrix
     from xattn.render.bridge_matrix import render_matrix
 
     frameworks = ["numpy"]
-    for name in ("jax", "torch"):
+    for framework in FRAMEWORKS.values():
         try:
-            __import__(name)
+            __import__(framework.name)
         except ImportError:
-            click.echo(f"{name} is not installed: its directions are left out (pip install 'xattn[{name}]').", err=True)
+            click.echo(f"{framework.name} is not installed: its directions are left out ({framework.install}).",
+                       err=True)
         else:
-            frameworks.append(name)
+            frameworks.append(framework.name)
     scope = _compat.jax_x64(x64) if x64 is not None and "jax" in frameworks else contextlib.nullcontext()
     with scope:
         try:

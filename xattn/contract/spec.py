@@ -13,6 +13,8 @@ import numpy as np
 
 #: dtype names xattn runs in; bfloat16 comes from ml_dtypes so NumPy can hold its exact bits.
 DTYPES = ("float32", "float16", "bfloat16", "float64")
+#: The seed notebook's shape (shared/seed): B=32, T=512, E=128, H=16, D=8.
+SEED_SHAPE = {"batch": 32, "q_len": 512, "embed": 128, "heads": 16, "head_dim": 8}
 
 
 def numpy_dtype(name: str) -> np.dtype:

@@ -5,6 +5,8 @@ Stable within a ``schema`` id: fields may be added, none renamed or removed. Eve
 Non-finite floats are written as ``null`` so the output is strict JSON.
 """
 
+from xattn.numerics.judge import VERDICTS
+
 SCHEMA_ID = "xattn.compare/1"
 
 _number = {"type": ["number", "null"]}
@@ -25,7 +27,7 @@ RESULT_SCHEMA = {
         "quantity": {"type": "string", "pattern": "^(out|grad/.+)$"},
         "dtype": {"enum": ["float32", "float16", "bfloat16", "float64"]},
         "device": {"type": "string"},
-        "verdict": {"enum": ["ok", "drift", "error", "unsupported"]},
+        "verdict": {"enum": [str(verdict) for verdict in VERDICTS]},
         "error": _string,
         "error_type": _string,
         "max_abs_err": _number,
