@@ -176,6 +176,64 @@ def test_no_import_cycle_inside_xattn():
         )
 
 
+#: The parts of xattn from the bottom up (docs/architecture.md): a module may import its own part and
+#: the parts below it, never one above or beside it. Leaves anyone may import: LEAVES.
+LAYERS = (
+    ("bridge",),
+    ("contract",),
+    ("numerics",),
+    ("backends", "render"),
+    ("comparison", "porting"),
+    ("layers",),
+    ("entry",),
+)
+LEAVES = ("xattn._compat", "xattn._version", "xattn.errors", "xattn.timing")
+ENTRY_POINTS = ("xattn", "xattn.__main__", "xattn.api", "xattn.cli", "xattn.testing")
+
+
+def part_of(module: str) -> str:
+    if module in ENTRY_POINTS:
+        return "entry"
+    return module.split(".")[1]
+
+
+def layer_violations(graph: dict[str, dict[str, int]]) -> list[str]:
+    rank = {part: index for index, parts in enumerate(LAYERS) for part in parts}
+    found = []
+    for module, edges in sorted(graph.items()):
+        if module in LEAVES:
+            found += [f"{module} imports {target} (a leaf imports nothing of xattn)"
+                      for target in edges if target not in LEAVES]
+            continue
+        for target, line in edges.items():
+            if target in LEAVES:
+                continue
+            here, there = part_of(module), part_of(target)
+            if here != there and rank[there] >= rank[here]:
+                found.append(f"{module}:{line} ({here}) imports {target} ({there})")
+    return found
+
+
+def test_imports_point_down_the_parts():
+    graph = import_graph(PACKAGE_DIR)
+    unknown = sorted({part_of(m) for m in graph if m not in LEAVES} - {p for parts in LAYERS for p in parts})
+    assert not unknown, f"expected every subpackage placed in LAYERS; got new parts {unknown}: place them"
+    violations = layer_violations(graph)
+    assert not violations, "expected imports to point down " + " < ".join("/".join(p) for p in LAYERS) + "; got:\n" + \
+        "\n".join(violations)
+
+
+def test_the_layer_check_finds_an_upward_import():
+    graph = {"xattn.numerics.drift": {"xattn.comparison.results": 3}, "xattn.comparison.results": {},
+             "xattn.render.report": {"xattn.backends.env": 7}, "xattn.backends.env": {},
+             "xattn.timing": {"xattn.numerics.drift": 1}}
+    assert layer_violations(graph) == [
+        "xattn.numerics.drift:3 (numerics) imports xattn.comparison.results (comparison)",
+        "xattn.render.report:7 (render) imports xattn.backends.env (backends)",
+        "xattn.timing imports xattn.numerics.drift (a leaf imports nothing of xattn)",
+    ]
+
+
 def _write_package(root: Path, files: dict[str, str]) -> Path:
     package_dir = root / "pkg"
     package_dir.mkdir()
