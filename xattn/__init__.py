@@ -37,6 +37,7 @@ _EXPORTS = {
     "bridge_matrix": "xattn.bridge.matrix",
     "BridgeCell": "xattn.bridge.matrix",
     "compare": "xattn.comparison.comparator",
+    "RunSettings": "xattn.comparison.settings",
     "Report": "xattn.comparison.results",
     "sweep": "xattn.comparison.sweeper",
     "SweepReport": "xattn.comparison.results",
