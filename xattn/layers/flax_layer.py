@@ -52,8 +52,8 @@ def attend(x, kv, wq, wk, wv, wo, bq=None, bk=None, bv=None, bo=None, key_length
     V_BSGD = _project(kv, wv, bv, "B S E, G E D -> B S G D")
     Q_BTGRD = rearrange(Q_BTHD, "B T (G R) D -> B T G R D", G=G)
     lengths = None if key_lengths is None else key_lengths.astype(jnp.int32)
-    mask_BTS = _backend._mask_BTS(x.shape[0], x.shape[1], kv.shape[1], causal, lengths)
-    O_BTHD = rearrange(_backend._core_BTGRD(Q_BTGRD, K_BSGD, V_BSGD, mask_BTS, scale), "B T G R D -> B T (G R) D")
+    valid_BTS = _backend.mask_BTS(x.shape[1], kv.shape[1], causal, lengths)
+    O_BTHD = rearrange(_backend.core_BTGRD(Q_BTGRD, K_BSGD, V_BSGD, valid_BTS, scale), "B T G R D -> B T (G R) D")
     out_BTE = einsum(O_BTHD, wo, "B T H D, H D E -> B T E")
     return out_BTE if bo is None else out_BTE + bo
 
@@ -198,8 +198,8 @@ class _NnxMhaAdapter(_FlaxAdapter):
     def forward(self, layer, x, kv=None, *, causal=None, key_lengths=None):
         B, T, _ = x.shape
         S = T if kv is None else kv.shape[1]
-        mask_BTS = _backend._mask_BTS(B, T, S, bool(causal), None if key_lengths is None else jnp.asarray(key_lengths))
-        mask_B1TS = None if mask_BTS is None else jnp.broadcast_to(mask_BTS, (B, T, S))[:, None]  # True: attend
+        valid_BTS = _backend.mask_BTS(T, S, bool(causal), None if key_lengths is None else jnp.asarray(key_lengths))
+        mask_B1TS = None if valid_BTS is None else jnp.broadcast_to(valid_BTS, (B, T, S))[:, None]  # True: attend
         return layer(x, kv, mask=mask_B1TS, decode=False)
 
     def call_with(self, layer, raw, x, kv=None, *, causal=None, key_lengths=None):

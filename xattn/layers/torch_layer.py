@@ -47,8 +47,8 @@ def attend(x, kv, wq, wk, wv, wo, bq=None, bk=None, bv=None, bo=None, key_length
     V_BSGD = _project(kv, wv, bv, "BSE,GED->BSGD")
     Q_BTGRD = Q_BTHD.unflatten(2, (G, -1))
     lengths = None if key_lengths is None else _backend.as_lengths(key_lengths)
-    mask_BTS = _backend._mask_BTS(x.shape[1], kv.shape[1], causal, lengths, x.device)
-    O_BTHD = _backend._core_BTGRD(Q_BTGRD, K_BSGD, V_BSGD, mask_BTS, scale).flatten(2, 3)
+    valid_BTS = _backend.mask_BTS(x.shape[1], kv.shape[1], causal, lengths, x.device)
+    O_BTHD = _backend.core_BTGRD(Q_BTGRD, K_BSGD, V_BSGD, valid_BTS, scale).flatten(2, 3)
     out_BTE = torch.einsum("BTHD,HDE->BTE", O_BTHD, wo)
     return out_BTE if bo is None else out_BTE + bo
 
