@@ -16,7 +16,8 @@ import inspect
 
 import numpy as np
 
-from xattn.layers.weights import BIASES, FLAX_ATTENTION, TORCH_ATTENTION, WEIGHTS, adapter, from_contract, to_contract
+from xattn.layers.vocabulary import BIASES, FLAX_ATTENTION, TORCH_ATTENTION, WEIGHTS, from_contract, to_contract
+from xattn.layers.weights import adapter
 from xattn.numerics.layer_oracle import layer_reference, reference_vjp
 
 

@@ -24,14 +24,13 @@ from flax import nnx
 from xattn import _compat
 from xattn.backends.registry import get_backend
 from xattn.contract.shapes import attention_dims, default_scale
-from xattn.layers.weights import (
+from xattn.layers.vocabulary import (
     BIASES,
     FLAX_ATTENTION,
     NNX_MHA,
     WEIGHTS,
     LayerConfig,
     layer_options,
-    not_a_layer,
     raw_names,
 )
 
@@ -208,11 +207,6 @@ class _NnxMhaAdapter(_FlaxAdapter):
         return self.forward(copy, x, kv, causal=causal, key_lengths=key_lengths)
 
 
-_ADAPTERS = {FlaxAttention: _FlaxAttentionAdapter(), nnx.MultiHeadAttention: _NnxMhaAdapter()}
+#: This framework's adapters by layer class (:func:`xattn.layers.weights.adapter` picks one).
+ADAPTERS = {FlaxAttention: _FlaxAttentionAdapter(), nnx.MultiHeadAttention: _NnxMhaAdapter()}
 
-
-def adapter_for(layer):
-    for cls, found in _ADAPTERS.items():
-        if isinstance(layer, cls):
-            return found
-    raise not_a_layer(layer)

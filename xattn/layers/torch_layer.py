@@ -20,14 +20,13 @@ from torch import nn
 
 from xattn.backends.registry import get_backend
 from xattn.contract.shapes import attention_dims, default_scale
-from xattn.layers.weights import (
+from xattn.layers.vocabulary import (
     BIASES,
     TORCH_ATTENTION,
     TORCH_MHA,
     WEIGHTS,
     LayerConfig,
     layer_options,
-    not_a_layer,
     raw_names,
 )
 
@@ -223,12 +222,6 @@ class _TorchMhaAdapter(_TorchAdapter):
         return out if layer.batch_first else out.transpose(0, 1)
 
 
-_ADAPTERS = {TorchAttention: _TorchAttentionAdapter(), nn.MultiheadAttention: _TorchMhaAdapter()}
-
-
-def adapter_for(layer):
-    for cls, found in _ADAPTERS.items():
-        if isinstance(layer, cls):
-            return found
-    raise not_a_layer(layer)
+#: This framework's adapters by layer class (:func:`xattn.layers.weights.adapter` picks one).
+ADAPTERS = {TorchAttention: _TorchAttentionAdapter(), nn.MultiheadAttention: _TorchMhaAdapter()}
 
