@@ -16,7 +16,7 @@ import inspect
 
 import numpy as np
 
-from xattn.layers.vocabulary import BIASES, FLAX_ATTENTION, TORCH_ATTENTION, WEIGHTS, from_contract, to_contract
+from xattn.layers.vocabulary import BIASES, WEIGHTS, XATTN_KINDS, from_contract, own_causal, to_contract
 from xattn.layers.weights import adapter
 from xattn.numerics.layer_oracle import layer_reference, reference_vjp
 
@@ -37,11 +37,8 @@ class LayerFunction:
             raise ValueError(f"{self.config.kind}: expected a layer within the contract; got "
                              + "; ".join(self.config.unsupported))
         self.framework = self.adapter.framework
-        if self.config.kind in (FLAX_ATTENTION, TORCH_ATTENTION):
-            if causal is not None and bool(causal) != layer.causal:
-                raise ValueError(f"causal: expected the layer's own causal={layer.causal} (fixed when built);"
-                                 f" got causal={causal}")
-            causal = layer.causal
+        if self.config.kind in XATTN_KINDS:
+            causal = own_causal(layer, causal)
         self.causal = bool(causal)
         self.key_lengths = None if key_lengths is None else np.asarray(key_lengths, dtype=np.int32)
         self.cross = bool(cross)
@@ -118,7 +115,7 @@ def check_layers(layer_a, layer_b, x, kv=None, *, causal=None, key_lengths=None,
     fn_a = LayerFunction(layer_a, causal=causal, key_lengths=key_lengths, cross=cross)
     fn_b = LayerFunction(layer_b, causal=causal, key_lengths=key_lengths, cross=cross)
     if causal is None:  # an xattn layer's own setting (fixed when built) decides for both
-        fixed = [fn.causal for fn in (fn_a, fn_b) if fn.config.kind in (FLAX_ATTENTION, TORCH_ATTENTION)]
+        fixed = [fn.causal for fn in (fn_a, fn_b) if fn.config.kind in XATTN_KINDS]
         if fixed:
             fn_a = LayerFunction(layer_a, causal=fixed[0], key_lengths=key_lengths, cross=cross)
             fn_b = LayerFunction(layer_b, causal=fixed[0], key_lengths=key_lengths, cross=cross)

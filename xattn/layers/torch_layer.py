@@ -27,6 +27,7 @@ from xattn.layers.vocabulary import (
     WEIGHTS,
     LayerConfig,
     layer_options,
+    own_causal,
     raw_names,
 )
 
@@ -114,15 +115,6 @@ def dtype_name(dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def _own_causal(layer, causal):
-    if causal is not None and bool(causal) != layer.causal:
-        raise ValueError(
-            f"causal: expected the layer's own setting, causal={layer.causal} (xattn layers fix it when built);"
-            f" got causal={causal}. Build the layer with causal={bool(causal)}"
-        )
-    return layer.causal
-
-
 class _TorchAdapter:
     framework = "torch"
 
@@ -156,11 +148,11 @@ class _TorchAttentionAdapter(_TorchAdapter):
         )
 
     def forward(self, layer, x, kv=None, *, causal=None, key_lengths=None):
-        _own_causal(layer, causal)
+        own_causal(layer, causal)
         return layer(x, kv, key_lengths=key_lengths)
 
     def call_with(self, layer, raw, x, kv=None, *, causal=None, key_lengths=None):
-        causal = _own_causal(layer, causal)
+        causal = own_causal(layer, causal)
         weights = [raw.get(name) for name in (*WEIGHTS, *BIASES)]
         return attend(x, x if kv is None else kv, *weights, key_lengths, causal=causal, scale=layer.effective_scale)
 

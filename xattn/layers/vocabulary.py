@@ -32,6 +32,8 @@ TORCH_ATTENTION = "xattn.TorchAttention"
 NNX_MHA = "flax.nnx.MultiHeadAttention"
 TORCH_MHA = "torch.nn.MultiheadAttention"
 KINDS = (FLAX_ATTENTION, TORCH_ATTENTION, NNX_MHA, TORCH_MHA)
+#: The kinds xattn builds itself, whose options (``causal`` included) are fixed when built.
+XATTN_KINDS = (FLAX_ATTENTION, TORCH_ATTENTION)
 
 #: The contract's weight names, in the order a layer function takes them.
 WEIGHTS = ("wq", "wk", "wv", "wo")
@@ -129,7 +131,7 @@ def _thirds(packed, rows: int):
 
 def raw_names(config: LayerConfig) -> dict[str, tuple[str, ...]]:
     """The layer's own parameter names, each with the contract names it holds."""
-    if config.kind in (FLAX_ATTENTION, TORCH_ATTENTION):
+    if config.kind in XATTN_KINDS:
         names = {name: (name,) for name in WEIGHTS}
         names.update({name: (name,) for name in BIASES} if config.bias else {})
         return names
@@ -151,7 +153,7 @@ def raw_names(config: LayerConfig) -> dict[str, tuple[str, ...]]:
 def to_contract(raw: dict, config: LayerConfig) -> dict:
     """A layer's parameters (its own names and layout) in the contract's names and layout."""
     H, D = config.heads, config.head_dim
-    if config.kind in (FLAX_ATTENTION, TORCH_ATTENTION):
+    if config.kind in XATTN_KINDS:
         return dict(raw)
     if config.kind == NNX_MHA:
         weights = {
@@ -178,7 +180,7 @@ def to_contract(raw: dict, config: LayerConfig) -> dict:
 
 def from_contract(weights: dict, config: LayerConfig) -> dict:
     """The contract's weights in ``config``'s layer names and layout (the inverse of :func:`to_contract`)."""
-    if config.kind in (FLAX_ATTENTION, TORCH_ATTENTION):
+    if config.kind in XATTN_KINDS:
         return {name: weights[name] for name in raw_names(config)}
     if config.kind == NNX_MHA:
         raw = {
@@ -206,3 +208,13 @@ def from_contract(weights: dict, config: LayerConfig) -> dict:
 def not_a_layer(layer) -> TypeError:
     kind = f"{type(layer).__module__}.{type(layer).__qualname__}"
     return TypeError(f"expected a layer of one of {', '.join(KINDS)}; got {kind}")
+
+
+def own_causal(layer, causal) -> bool:
+    """An xattn layer's own ``causal`` (fixed when built); ValueError if ``causal`` (None: any) differs."""
+    if causal is not None and bool(causal) != layer.causal:
+        raise ValueError(
+            f"causal: expected the layer's own causal={layer.causal} (xattn layers fix it when built);"
+            f" got causal={causal}. Build the layer with causal={bool(causal)}, or pass causal=None"
+        )
+    return layer.causal
