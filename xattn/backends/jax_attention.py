@@ -84,15 +84,24 @@ def core_BTGRD(Q_BTGRD, K_BSGD, V_BSGD, valid_BTS, scale):
     return jnp.einsum("BGRTS,BSGD->BTGRD", P_BGRTS, V_BSGD)
 
 
-def _einsum(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
+def einsum_attention(x, kv, wq, wk, wv, wo, lengths, *, causal, scale, bq=None, bk=None, bv=None, bo=None):
+    """The ``einsum`` variant: per-head einsums, out (B,T,E) from x (B,T,E), kv (B,S,E) and the weights.
+
+    With biases it is xattn's layer (:class:`xattn.FlaxAttention`): bq (H,D), bk and bv (G,D) are
+    added to the projections, bo (E,) to the output; without them, nothing is added.
+    """
     G = wk.shape[0]
-    Q_BTHD = einsum(x, wq, "B T E, H E D -> B T H D")
-    K_BSGD = einsum(kv, wk, "B S E, G E D -> B S G D")
-    V_BSGD = einsum(kv, wv, "B S E, G E D -> B S G D")
+    Q_BTHD = _biased(einsum(x, wq, "B T E, H E D -> B T H D"), bq)
+    K_BSGD = _biased(einsum(kv, wk, "B S E, G E D -> B S G D"), bk)
+    V_BSGD = _biased(einsum(kv, wv, "B S E, G E D -> B S G D"), bv)
     Q_BTGRD = rearrange(Q_BTHD, "B T (G R) D -> B T G R D", G=G)
     valid_BTS = mask_BTS(x.shape[1], kv.shape[1], causal, lengths)
     O_BTHD = rearrange(core_BTGRD(Q_BTGRD, K_BSGD, V_BSGD, valid_BTS, scale), "B T G R D -> B T (G R) D")
-    return einsum(O_BTHD, wo, "B T H D, H D E -> B T E")
+    return _biased(einsum(O_BTHD, wo, "B T H D, H D E -> B T E"), bo)
+
+
+def _biased(projected, bias):
+    return projected if bias is None else projected + bias
 
 
 def _packed(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
@@ -243,7 +252,7 @@ def _tiled(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
 
 
 _IMPLEMENTATIONS = {
-    "einsum": _einsum,
+    "einsum": einsum_attention,
     "packed": _packed,
     "vmap": _vmap,
     "sdpa": _sdpa,

@@ -85,15 +85,24 @@ def core_BTGRD(Q_BTGRD, K_BSGD, V_BSGD, valid_BTS, scale):
     return torch.einsum("BGRTS,BSGD->BTGRD", _probs_BGRTS(Q_BTGRD, K_BSGD, valid_BTS, scale), V_BSGD)
 
 
-def _einsum(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
+def einsum_attention(x, kv, wq, wk, wv, wo, lengths, *, causal, scale, bq=None, bk=None, bv=None, bo=None):
+    """The ``einsum`` variant: per-head einsums, out (B,T,E) from x (B,T,E), kv (B,S,E) and the weights.
+
+    With biases it is xattn's layer (:class:`xattn.TorchAttention`): bq (H,D), bk and bv (G,D) are
+    added to the projections, bo (E,) to the output; without them, nothing is added.
+    """
     G = wk.shape[0]
-    Q_BTHD = torch.einsum("BTE,HED->BTHD", x, wq)
-    K_BSGD = torch.einsum("BSE,GED->BSGD", kv, wk)
-    V_BSGD = torch.einsum("BSE,GED->BSGD", kv, wv)
+    Q_BTHD = _biased(torch.einsum("BTE,HED->BTHD", x, wq), bq)
+    K_BSGD = _biased(torch.einsum("BSE,GED->BSGD", kv, wk), bk)
+    V_BSGD = _biased(torch.einsum("BSE,GED->BSGD", kv, wv), bv)
     Q_BTGRD = rearrange(Q_BTHD, "B T (G R) D -> B T G R D", G=G)
     valid_BTS = mask_BTS(x.shape[1], kv.shape[1], causal, lengths, x.device)
     O_BTHD = rearrange(core_BTGRD(Q_BTGRD, K_BSGD, V_BSGD, valid_BTS, scale), "B T G R D -> B T (G R) D")
-    return torch.einsum("BTHD,HDE->BTE", O_BTHD, wo)
+    return _biased(torch.einsum("BTHD,HDE->BTE", O_BTHD, wo), bo)
+
+
+def _biased(projected, bias):
+    return projected if bias is None else projected + bias
 
 
 def _packed(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
@@ -215,7 +224,7 @@ def _tiled(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
 
 
 _IMPLEMENTATIONS = {
-    "einsum": _einsum,
+    "einsum": einsum_attention,
     "packed": _packed,
     "vmap": _vmap,
     "sdpa": _sdpa,

@@ -25,6 +25,7 @@ import math
 
 from einops import pack, rearrange
 
+from xattn.contract.shapes import default_scale
 from xattn.contract.spec import AttentionSpec
 
 FLAX_ATTENTION = "xattn.FlaxAttention"
@@ -83,10 +84,6 @@ _FIELDS = (
 )
 
 
-def layer_options(embed, heads, kv_heads=None, head_dim=None, scale=None) -> tuple[int, int, int, int, float | None]:
-    """Validated ``(E, H, G, D, scale)`` for xattn's layers; ValueError naming the bad option."""
-    spec = AttentionSpec(embed=embed, heads=heads, kv_heads=kv_heads, head_dim=head_dim, scale=scale)
-    return spec.embed, spec.heads, spec.kv_heads, spec.head_dim, spec.scale
 
 
 def incompatibilities(src: LayerConfig, dst: LayerConfig) -> list[str]:
@@ -120,6 +117,90 @@ def check_compatible(src: LayerConfig, dst: LayerConfig) -> None:
             f" outputs; got {len(problems)} mismatch{'es' if len(problems) > 1 else ''}:\n  - {listed}\n"
             "Build the destination with matching options (see docs/porting.md for each kind's names)."
         )
+
+
+# ------------------------------------------------------------------------------ xattn's layers
+
+
+def layer_options(embed, heads, kv_heads=None, head_dim=None, scale=None) -> tuple[int, int, int, int, float | None]:
+    """Validated ``(E, H, G, D, scale)`` for xattn's layers; ValueError naming the bad option."""
+    spec = AttentionSpec(embed=embed, heads=heads, kv_heads=kv_heads, head_dim=head_dim, scale=scale)
+    return spec.embed, spec.heads, spec.kv_heads, spec.head_dim, spec.scale
+
+
+def parameter_shapes(embed: int, heads: int, kv_heads: int, head_dim: int) -> dict[str, tuple[int, ...]]:
+    """The contract's parameters by name, in ``WEIGHTS + BIASES`` order, with their shapes."""
+    E, H, G, D = embed, heads, kv_heads, head_dim
+    return {"wq": (H, E, D), "wk": (G, E, D), "wv": (G, E, D), "wo": (H, D, E),
+            "bq": (H, D), "bk": (G, D), "bv": (G, D), "bo": (E,)}
+
+
+class XattnLayer:
+    """What ``xattn.FlaxAttention`` and ``xattn.TorchAttention`` share: their options and initial scales.
+
+    ``embed`` E is the width of queries, keys/values and output; ``heads`` H; ``kv_heads`` G
+    (divides H; default H, 1 is multi-query); ``head_dim`` D (default E // H); ``causal`` masks
+    future keys (needs T == S); ``scale`` multiplies the logits (default 1/sqrt(D)); ``bias`` adds
+    bq, bk, bv, bo. Weights start as N(0, 1/fan_in), biases as zeros (the seed's scales).
+
+    Each layer mixes this in and calls :meth:`_set_options` first thing in ``__init__``.
+    """
+
+    def _set_options(self, embed, heads, kv_heads, head_dim, causal, scale, bias) -> None:
+        E, H, G, D, scale = layer_options(embed, heads, kv_heads, head_dim, scale)
+        self.embed, self.heads, self.kv_heads, self.head_dim = E, H, G, D
+        self.causal, self.scale, self.use_bias = bool(causal), scale, bool(bias)
+
+    @property
+    def effective_scale(self) -> float:
+        return default_scale(self.head_dim, self.scale)
+
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every contract parameter's shape (biases included, held or not), in ``WEIGHTS + BIASES`` order."""
+        return parameter_shapes(self.embed, self.heads, self.kv_heads, self.head_dim)
+
+    def init_std(self, weight: str) -> float:
+        """The standard deviation ``weight`` starts with: 1/sqrt(fan_in), fan_in E for wq, wk, wv and H·D for wo."""
+        fan_in = self.heads * self.head_dim if weight == "wo" else self.embed
+        return 1.0 / math.sqrt(fan_in)
+
+
+class XattnLayerAdapter:
+    """The framework-free part of an xattn layer's adapter: its config, forward and call on given weights.
+
+    A framework's subclass sets ``kind``, ``attend`` (that framework's ``attend``: the layer's math
+    on explicit arrays) and ``param_dtype(layer)``, the dtype name of its parameters.
+    """
+
+    kind: str
+
+    def config(self, layer) -> LayerConfig:
+        E = layer.embed
+        return LayerConfig(
+            kind=self.kind, embed=E, key_embed=E, value_embed=E, out_embed=E, heads=layer.heads,
+            kv_heads=layer.kv_heads, head_dim=layer.head_dim, bias=layer.use_bias, scale=layer.effective_scale,
+            dtype=self.param_dtype(layer),
+        )
+
+    def forward(self, layer, x, kv=None, *, causal=None, key_lengths=None):
+        own_causal(layer, causal)
+        return layer(x, kv, key_lengths=key_lengths)
+
+    def call_with(self, layer, raw, x, kv=None, *, causal=None, key_lengths=None):
+        causal = own_causal(layer, causal)
+        weights = [raw.get(name) for name in (*WEIGHTS, *BIASES)]
+        kv = x if kv is None else kv
+        return self.attend(x, kv, *weights, key_lengths, causal=causal, scale=layer.effective_scale)
+
+
+def own_causal(layer, causal) -> bool:
+    """An xattn layer's own ``causal`` (fixed when built); ValueError if ``causal`` (None: any) differs."""
+    if causal is not None and bool(causal) != layer.causal:
+        raise ValueError(
+            f"causal: expected the layer's own causal={layer.causal} (xattn layers fix it when built);"
+            f" got causal={causal}. Build the layer with causal={bool(causal)}, or pass causal=None"
+        )
+    return layer.causal
 
 
 # ------------------------------------------------------------------------------------- layouts
@@ -209,12 +290,3 @@ def not_a_layer(layer) -> TypeError:
     kind = f"{type(layer).__module__}.{type(layer).__qualname__}"
     return TypeError(f"expected a layer of one of {', '.join(KINDS)}; got {kind}")
 
-
-def own_causal(layer, causal) -> bool:
-    """An xattn layer's own ``causal`` (fixed when built); ValueError if ``causal`` (None: any) differs."""
-    if causal is not None and bool(causal) != layer.causal:
-        raise ValueError(
-            f"causal: expected the layer's own causal={layer.causal} (xattn layers fix it when built);"
-            f" got causal={causal}. Build the layer with causal={bool(causal)}, or pass causal=None"
-        )
-    return layer.causal

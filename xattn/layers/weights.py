@@ -18,6 +18,7 @@ import dataclasses
 import sys
 
 from xattn.layers.vocabulary import (
+    BIASES,
     COPY,
     ZERO_COPY,
     ZEROS,
@@ -25,6 +26,7 @@ from xattn.layers.vocabulary import (
     check_compatible,
     from_contract,
     not_a_layer,
+    parameter_shapes,
     raw_names,
     to_contract,
 )
@@ -157,8 +159,9 @@ def _nbytes(array) -> int:
 
 
 def _zero_biases(weights: dict, config: LayerConfig, workspace: str) -> dict:
-    H, G, D = config.heads, config.kv_heads, config.head_dim
-    shapes = {"bq": (H, D), "bk": (G, D), "bv": (G, D), "bo": (config.out_embed,)}
+    # Of the widths, biases depend on the output width only (bo is (Eo,)), so Eo stands in for E.
+    every = parameter_shapes(config.out_embed, config.heads, config.kv_heads, config.head_dim)
+    shapes = {name: every[name] for name in BIASES}
     like = weights["wq"]
     if workspace == "torch":
         import torch
