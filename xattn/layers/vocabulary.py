@@ -206,6 +206,21 @@ def own_causal(layer, causal) -> bool:
 # ------------------------------------------------------------------------------------- layouts
 
 
+#: Kinds with one parameter per contract parameter (renamed; transposed for flax.nnx's input kernels).
+_ONE_TO_ONE = (*XATTN_KINDS, NNX_MHA)
+#: flax.nnx's input kernels put the input width first; the contract puts the heads first.
+_NNX_KERNELS = {"query.kernel": "E H D -> H E D", "key.kernel": "E G D -> G E D", "value.kernel": "E G D -> G E D"}
+
+
+def _nnx_layout(array, name: str, *, inverse: bool = False):
+    """``array``, the layer's parameter ``name``, in the contract's layout (``inverse``: from it)."""
+    pattern = _NNX_KERNELS.get(name)
+    if pattern is None:  # out.kernel (H,D,E), the biases and xattn's own layers share the contract's layout
+        return array
+    source, target = pattern.split(" -> ")
+    return rearrange(array, f"{target} -> {source}" if inverse else pattern)
+
+
 def _thirds(packed, rows: int):
     return packed[:rows], packed[rows : 2 * rows], packed[2 * rows :]
 
@@ -234,18 +249,8 @@ def raw_names(config: LayerConfig) -> dict[str, tuple[str, ...]]:
 def to_contract(raw: dict, config: LayerConfig) -> dict:
     """A layer's parameters (its own names and layout) in the contract's names and layout."""
     H, D = config.heads, config.head_dim
-    if config.kind in XATTN_KINDS:
-        return dict(raw)
-    if config.kind == NNX_MHA:
-        weights = {
-            "wq": rearrange(raw["query.kernel"], "E H D -> H E D"),
-            "wk": rearrange(raw["key.kernel"], "E G D -> G E D"),
-            "wv": rearrange(raw["value.kernel"], "E G D -> G E D"),
-            "wo": raw["out.kernel"],
-        }
-        if config.bias:
-            weights.update(bq=raw["query.bias"], bk=raw["key.bias"], bv=raw["value.bias"], bo=raw["out.bias"])
-        return weights
+    if config.kind in _ONE_TO_ONE:
+        return {held: _nnx_layout(raw[name], name) for name, (held,) in raw_names(config).items()}
     if config.packed:
         projections = _thirds(raw["in_proj_weight"], H * D)
     else:
@@ -261,19 +266,8 @@ def to_contract(raw: dict, config: LayerConfig) -> dict:
 
 def from_contract(weights: dict, config: LayerConfig) -> dict:
     """The contract's weights in ``config``'s layer names and layout (the inverse of :func:`to_contract`)."""
-    if config.kind in XATTN_KINDS:
-        return {name: weights[name] for name in raw_names(config)}
-    if config.kind == NNX_MHA:
-        raw = {
-            "query.kernel": rearrange(weights["wq"], "H E D -> E H D"),
-            "key.kernel": rearrange(weights["wk"], "G E D -> E G D"),
-            "value.kernel": rearrange(weights["wv"], "G E D -> E G D"),
-            "out.kernel": weights["wo"],
-        }
-        if config.bias:
-            raw.update({"query.bias": weights["bq"], "key.bias": weights["bk"], "value.bias": weights["bv"]})
-            raw["out.bias"] = weights["bo"]
-        return raw
+    if config.kind in _ONE_TO_ONE:
+        return {name: _nnx_layout(weights[held], name, inverse=True) for name, (held,) in raw_names(config).items()}
     rows = [rearrange(weights[name], "H E D -> (H D) E") for name in ("wq", "wk", "wv")]
     if config.packed:
         raw = {"in_proj_weight": pack(rows, "* E")[0]}
