@@ -56,13 +56,9 @@ class LayerFunction:
         return data[0], (data[1] if self.cross else None), dict(zip(self.weight_names, args[len(data):]))
 
     def __call__(self, *args):
-        from xattn.bridge import to_jax, to_torch
-
         x, kv, weights = self._split(args)
         raw = from_contract(weights, self.config)
-        lengths = self.key_lengths
-        if lengths is not None:
-            lengths = to_torch(lengths, device=x.device) if self.framework == "torch" else to_jax(lengths)
+        lengths = None if self.key_lengths is None else self.adapter.lengths_like(self.key_lengths, x)
         return self.adapter.call_with(self.layer, raw, x, kv, causal=self.causal, key_lengths=lengths)
 
     def weights(self) -> tuple[np.ndarray, ...]:

@@ -99,6 +99,10 @@ class _FlaxAdapter:
     def place(self, array, *, device, copy):
         return to_jax(array, device=device, copy=True if copy else None)
 
+    def lengths_like(self, key_lengths, x):
+        """``key_lengths`` (B,), NumPy, as a JAX array to pass beside ``x``."""
+        return to_jax(key_lengths)
+
     def assign(self, layer, placed: dict) -> None:
         for name, array in placed.items():
             _compat.nnx_set_value(_variable(layer, name), array)

@@ -101,6 +101,10 @@ class _TorchAdapter:
         # Parameters keep torch's contiguous layout: a strided view would surprise .view() and fused kernels.
         return to_torch(array, device=device, copy=True if copy else None).contiguous()
 
+    def lengths_like(self, key_lengths, x):
+        """``key_lengths`` (B,), NumPy, as a tensor on ``x``'s device."""
+        return to_torch(key_lengths, device=x.device)
+
     def assign(self, layer, placed: dict) -> None:
         with torch.no_grad():
             for name, tensor in placed.items():

@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import sys
 
+from xattn.bridge import buffer_pointer, framework_of, to_jax, to_torch
+from xattn.errors import BridgeError
 from xattn.layers.vocabulary import (
     BIASES,
     COPY,
@@ -111,8 +113,6 @@ def port_weights(src, dst, *, copy: bool | None = None) -> PortedWeights:
     ValueError listing every mismatch in each layer's own names. Causal masking and key padding
     are arguments of the call, not weights: pass the same ones to both layers.
     """
-    from xattn.bridge import buffer_pointer, to_jax, to_torch
-
     if copy is not None and not isinstance(copy, bool):
         raise TypeError(f"port_weights: expected copy=None, False or True; got copy={copy!r}")
     src_adapter, dst_adapter = adapter(src), adapter(dst)
@@ -138,8 +138,6 @@ def port_weights(src, dst, *, copy: bool | None = None) -> PortedWeights:
         sources = tuple(dict.fromkeys(src_of[w] for w in held if w in src_of))
         how = ZERO_COPY if shared else (ZEROS if not sources else COPY)
         if copy is False and how != ZERO_COPY:
-            from xattn.errors import BridgeError
-
             raise BridgeError(
                 f"port_weights(copy=False): {dst_config.kind}'s {name} cannot share {src_config.kind}'s"
                 f" buffer ({', '.join(sources) or 'no source parameter'}): its layout differs from the source's"
@@ -153,7 +151,7 @@ def port_weights(src, dst, *, copy: bool | None = None) -> PortedWeights:
 
 
 def _nbytes(array) -> int:
-    if hasattr(array, "element_size"):  # torch, without importing it
+    if framework_of(array) == "torch":
         return array.numel() * array.element_size()
     return int(array.nbytes)
 
