@@ -85,11 +85,8 @@ def core_BTGRD(Q_BTGRD, K_BSGD, V_BSGD, valid_BTS, scale):
 
 
 def einsum_attention(x, kv, wq, wk, wv, wo, lengths, *, causal, scale, bq=None, bk=None, bv=None, bo=None):
-    """The ``einsum`` variant: per-head einsums, out (B,T,E) from x (B,T,E), kv (B,S,E) and the weights.
-
-    With biases it is xattn's layer (:class:`xattn.FlaxAttention`): bq (H,D), bk and bv (G,D) are
-    added to the projections, bo (E,) to the output; without them, nothing is added.
-    """
+    """The ``einsum`` variant, out (B,T,E); with biases (bq (H,D), bk and bv (G,D) added to the
+    projections, bo (E,) to the output) it is xattn's layer, :class:`xattn.FlaxAttention`."""
     G = wk.shape[0]
     Q_BTHD = _biased(einsum(x, wq, "B T E, H E D -> B T H D"), bq)
     K_BSGD = _biased(einsum(kv, wk, "B S E, G E D -> B S G D"), bk)
@@ -251,14 +248,8 @@ def _tiled(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
     return einsum(O_BGRTD, wo.reshape(G, R, D, -1), "B G R T D, G R D E -> B T E")
 
 
-_IMPLEMENTATIONS = {
-    "einsum": einsum_attention,
-    "packed": _packed,
-    "vmap": _vmap,
-    "sdpa": _sdpa,
-    "blocked": _blocked,
-    "tiled": _tiled,
-}
+#: The variants that are one function each (``threaded`` runs ``tiled`` on slices of the batch).
+_IMPLEMENTATIONS = dict(einsum=einsum_attention, packed=_packed, vmap=_vmap, sdpa=_sdpa, blocked=_blocked, tiled=_tiled)
 
 
 class _Jitted:

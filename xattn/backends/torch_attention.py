@@ -86,11 +86,8 @@ def core_BTGRD(Q_BTGRD, K_BSGD, V_BSGD, valid_BTS, scale):
 
 
 def einsum_attention(x, kv, wq, wk, wv, wo, lengths, *, causal, scale, bq=None, bk=None, bv=None, bo=None):
-    """The ``einsum`` variant: per-head einsums, out (B,T,E) from x (B,T,E), kv (B,S,E) and the weights.
-
-    With biases it is xattn's layer (:class:`xattn.TorchAttention`): bq (H,D), bk and bv (G,D) are
-    added to the projections, bo (E,) to the output; without them, nothing is added.
-    """
+    """The ``einsum`` variant, out (B,T,E); with biases (bq (H,D), bk and bv (G,D) added to the
+    projections, bo (E,) to the output) it is xattn's layer, :class:`xattn.TorchAttention`."""
     G = wk.shape[0]
     Q_BTHD = _biased(torch.einsum("BTE,HED->BTHD", x, wq), bq)
     K_BSGD = _biased(torch.einsum("BSE,GED->BSGD", kv, wk), bk)
@@ -223,14 +220,8 @@ def _tiled(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
     return torch.einsum("BGRTD,GRDE->BTE", O_BGRTD, wo.reshape(G, R, D, -1))
 
 
-_IMPLEMENTATIONS = {
-    "einsum": einsum_attention,
-    "packed": _packed,
-    "vmap": _vmap,
-    "sdpa": _sdpa,
-    "blocked": _blocked,
-    "tiled": _tiled,
-}
+#: The variants that are one function each (``compiled`` hands COMPILED_BASE to torch.compile).
+_IMPLEMENTATIONS = dict(einsum=einsum_attention, packed=_packed, vmap=_vmap, sdpa=_sdpa, blocked=_blocked, tiled=_tiled)
 
 
 class _Eager:
