@@ -6,8 +6,9 @@ Two layers of different kinds and frameworks then take the very same arguments, 
 :func:`xattn.check_port` can compare their outputs *and* their gradients with respect to the
 input and every weight (``grad/wq`` is d loss / d wq whatever the layer calls it: for
 ``torch.nn.MultiheadAttention`` it is rows 0 to H·D of ``in_proj_weight``'s gradient, per head
-transposed). The float64 oracles are :func:`xattn.porting.gradients.layer_reference` and
-:func:`xattn.porting.gradients.reference_vjp`. NumPy only at import.
+transposed). The float64 oracles are :func:`xattn.numerics.layer_oracle.layer_reference` and
+:func:`xattn.numerics.layer_oracle.reference_vjp`. NumPy only at import: a layer's framework
+module loads when the layer is handed over (:func:`xattn.layers.weights.adapter`).
 """
 
 from __future__ import annotations
