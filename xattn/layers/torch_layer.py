@@ -84,7 +84,7 @@ class TorchAttention(XattnLayer, nn.Module):
 # ------------------------------------------------------------------------------------ adapters
 
 
-def dtype_name(dtype) -> str:
+def _dtype_name(dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
@@ -116,7 +116,7 @@ class _TorchAttentionAdapter(XattnLayerAdapter, _TorchAdapter):
     attend = staticmethod(attend)
 
     def param_dtype(self, layer) -> str:
-        return dtype_name(layer.wq.dtype)
+        return _dtype_name(layer.wq.dtype)
 
 
 class _TorchMhaAdapter(_TorchAdapter):
@@ -144,7 +144,7 @@ class _TorchMhaAdapter(_TorchAdapter):
         return LayerConfig(
             kind=self.kind, embed=E, key_embed=layer.kdim, value_embed=layer.vdim, out_embed=E, heads=H,
             kv_heads=H, head_dim=layer.head_dim, bias=layer.in_proj_bias is not None,
-            scale=default_scale(layer.head_dim, None), dtype=dtype_name(weight.dtype),
+            scale=default_scale(layer.head_dim, None), dtype=_dtype_name(weight.dtype),
             names=self._NAMES, unsupported=tuple(unsupported), packed=packed,
         )
 

@@ -13,7 +13,9 @@ key, value input widths and the output width, all E in the contract):
 
 :func:`to_contract` reads any kind's parameters into the contract's layout (the first item's
 names) and :func:`from_contract` writes them back, with einops, so torch views and JAX arrays
-alike pass through unchanged in every bit. Imports no framework; :mod:`xattn.layers.weights`,
+alike pass through unchanged in every bit. :class:`XattnLayer` and :class:`XattnLayerAdapter`
+are the framework-free half of xattn's two layers (options, parameter shapes, initial scales,
+:func:`own_causal`). Imports no framework; :mod:`xattn.layers.weights`,
 :mod:`xattn.layers.flax_layer`, :mod:`xattn.layers.torch_layer` and :mod:`xattn.layers.check`
 all speak it.
 """
@@ -143,7 +145,7 @@ class XattnLayer:
     future keys (needs T == S); ``scale`` multiplies the logits (default 1/sqrt(D)); ``bias`` adds
     bq, bk, bv, bo. Weights start as N(0, 1/fan_in), biases as zeros (the seed's scales).
 
-    Each layer mixes this in and calls :meth:`_set_options` first thing in ``__init__``.
+    Each layer mixes this in and calls :meth:`_set_options` in ``__init__`` before making its parameters.
     """
 
     def _set_options(self, embed, heads, kv_heads, head_dim, causal, scale, bias) -> None:
