@@ -10,7 +10,8 @@ import pytest
 
 import xattn
 from xattn.errors import BridgeError
-from xattn.layers.weights import FLAX_ATTENTION, KINDS, NNX_MHA, TORCH_ATTENTION, TORCH_MHA, adapter
+from xattn.layers.vocabulary import FLAX_ATTENTION, KINDS, NNX_MHA, TORCH_ATTENTION, TORCH_MHA
+from xattn.layers.weights import adapter
 
 from conftest import require_backend
 
@@ -222,7 +223,7 @@ def test_porting_modules_import_no_framework():
     code = textwrap.dedent(
         """
         import sys, xattn
-        from xattn.layers import weights, check
+        from xattn.layers import check, vocabulary, weights
         from xattn.numerics import layer_oracle
         from xattn.porting import gradients
         xattn.port_weights, xattn.check_layers, xattn.reference_vjp

@@ -56,8 +56,12 @@ def as_lengths(key_lengths):
     return jnp.asarray(lengths, jnp.int32)
 
 
-def _mask_BTS(B, T, S, causal, lengths_B):
-    """Boolean (B or 1, T, S) mask, True where a query may attend; None when nothing is masked."""
+def mask_BTS(T, S, causal, lengths_B):
+    """Where query t may attend key s: a boolean mask that broadcasts to (B,T,S); None when nothing is masked.
+
+    ``causal`` keeps keys s <= t, giving (1,T,S); ``lengths_B`` (B,) integers keep keys s < the row's
+    length, giving (B,1,S); both give (B,T,S).
+    """
     mask = None
     if causal:
         mask = jnp.tril(jnp.ones((T, S), dtype=bool))[None]
@@ -67,23 +71,34 @@ def _mask_BTS(B, T, S, causal, lengths_B):
     return mask
 
 
-def _core_BTGRD(Q_BTGRD, K_BSGD, V_BSGD, mask_BTS, scale):
+def core_BTGRD(Q_BTGRD, K_BSGD, V_BSGD, valid_BTS, scale):
+    """Softmax attention of projected heads: O (B,T,G,R,D) from Q (B,T,G,R,D), K and V (B,S,G,D).
+
+    Query head (g, r) reads kv head g. Logits are multiplied by ``scale``, and set to -inf where
+    ``valid_BTS`` (from :func:`mask_BTS`; None masks nothing) is False, before the softmax over S.
+    """
     logits_BGRTS = jnp.einsum("BTGRD,BSGD->BGRTS", Q_BTGRD, K_BSGD) * scale
-    if mask_BTS is not None:
-        logits_BGRTS = jnp.where(mask_BTS[:, None, None], logits_BGRTS, -jnp.inf)
+    if valid_BTS is not None:
+        logits_BGRTS = jnp.where(valid_BTS[:, None, None], logits_BGRTS, -jnp.inf)
     P_BGRTS = jax.nn.softmax(logits_BGRTS, axis=-1)
     return jnp.einsum("BGRTS,BSGD->BTGRD", P_BGRTS, V_BSGD)
 
 
-def _einsum(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
+def einsum_attention(x, kv, wq, wk, wv, wo, lengths, *, causal, scale, bq=None, bk=None, bv=None, bo=None):
+    """The ``einsum`` variant, out (B,T,E); with biases (bq (H,D), bk and bv (G,D) added to the
+    projections, bo (E,) to the output) it is xattn's layer, :class:`xattn.FlaxAttention`."""
     G = wk.shape[0]
-    Q_BTHD = einsum(x, wq, "B T E, H E D -> B T H D")
-    K_BSGD = einsum(kv, wk, "B S E, G E D -> B S G D")
-    V_BSGD = einsum(kv, wv, "B S E, G E D -> B S G D")
+    Q_BTHD = _biased(einsum(x, wq, "B T E, H E D -> B T H D"), bq)
+    K_BSGD = _biased(einsum(kv, wk, "B S E, G E D -> B S G D"), bk)
+    V_BSGD = _biased(einsum(kv, wv, "B S E, G E D -> B S G D"), bv)
     Q_BTGRD = rearrange(Q_BTHD, "B T (G R) D -> B T G R D", G=G)
-    mask_BTS = _mask_BTS(x.shape[0], x.shape[1], kv.shape[1], causal, lengths)
-    O_BTHD = rearrange(_core_BTGRD(Q_BTGRD, K_BSGD, V_BSGD, mask_BTS, scale), "B T G R D -> B T (G R) D")
-    return einsum(O_BTHD, wo, "B T H D, H D E -> B T E")
+    valid_BTS = mask_BTS(x.shape[1], kv.shape[1], causal, lengths)
+    O_BTHD = rearrange(core_BTGRD(Q_BTGRD, K_BSGD, V_BSGD, valid_BTS, scale), "B T G R D -> B T (G R) D")
+    return _biased(einsum(O_BTHD, wo, "B T H D, H D E -> B T E"), bo)
+
+
+def _biased(projected, bias):
+    return projected if bias is None else projected + bias
 
 
 def _packed(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
@@ -91,8 +106,8 @@ def _packed(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
     Q_BTHD = rearrange(x @ rearrange(wq, "H E D -> E (H D)"), "B T (G R D) -> B T G R D", G=G, D=wq.shape[2])
     K_BSGD = rearrange(kv @ rearrange(wk, "G E D -> E (G D)"), "B S (G D) -> B S G D", G=G)
     V_BSGD = rearrange(kv @ rearrange(wv, "G E D -> E (G D)"), "B S (G D) -> B S G D", G=G)
-    mask_BTS = _mask_BTS(x.shape[0], x.shape[1], kv.shape[1], causal, lengths)
-    O_BTGRD = _core_BTGRD(Q_BTHD, K_BSGD, V_BSGD, mask_BTS, scale)
+    valid_BTS = mask_BTS(x.shape[1], kv.shape[1], causal, lengths)
+    O_BTGRD = core_BTGRD(Q_BTHD, K_BSGD, V_BSGD, valid_BTS, scale)
     return rearrange(O_BTGRD, "B T G R D -> B T (G R D)") @ rearrange(wo, "H D E -> (H D) E")
 
 
@@ -233,14 +248,8 @@ def _tiled(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
     return einsum(O_BGRTD, wo.reshape(G, R, D, -1), "B G R T D, G R D E -> B T E")
 
 
-_IMPLEMENTATIONS = {
-    "einsum": _einsum,
-    "packed": _packed,
-    "vmap": _vmap,
-    "sdpa": _sdpa,
-    "blocked": _blocked,
-    "tiled": _tiled,
-}
+#: The variants that are one function each (``threaded`` runs ``tiled`` on slices of the batch).
+_IMPLEMENTATIONS = dict(einsum=einsum_attention, packed=_packed, vmap=_vmap, sdpa=_sdpa, blocked=_blocked, tiled=_tiled)
 
 
 class _Jitted:
@@ -371,9 +380,9 @@ def _fullrank(x, kv, wq, wk, wh, lengths, *, causal, scale):
     Q_BTGRD = rearrange(einsum(x, wq, "B T E, H E D -> B T H D"), "B T (G R) D -> B T G R D", G=G)
     K_BSGD = einsum(kv, wk, "B S E, G E D -> B S G D")
     logits_BGRTS = jnp.einsum("BTGRD,BSGD->BGRTS", Q_BTGRD, K_BSGD) * scale
-    mask_BTS = _mask_BTS(x.shape[0], x.shape[1], kv.shape[1], causal, lengths)
-    if mask_BTS is not None:
-        logits_BGRTS = jnp.where(mask_BTS[:, None, None], logits_BGRTS, -jnp.inf)
+    valid_BTS = mask_BTS(x.shape[1], kv.shape[1], causal, lengths)
+    if valid_BTS is not None:
+        logits_BGRTS = jnp.where(valid_BTS[:, None, None], logits_BGRTS, -jnp.inf)
     P_BHTS = rearrange(jax.nn.softmax(logits_BGRTS, axis=-1), "B G R T S -> B (G R) T S")
     return einsum(P_BHTS, kv, wh, "B H T S, B S E, H E F -> B T F")
 

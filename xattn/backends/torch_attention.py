@@ -54,8 +54,12 @@ def as_lengths(key_lengths):
     return lengths.to(torch.int64)
 
 
-def _mask_BTS(T, S, causal, lengths_B, device):
-    """Boolean (B or 1, T, S) mask, True where a query may attend; None when nothing is masked."""
+def mask_BTS(T, S, causal, lengths_B, device):
+    """Where query t may attend key s: a boolean mask that broadcasts to (B,T,S); None when nothing is masked.
+
+    ``causal`` keeps keys s <= t, giving (1,T,S); ``lengths_B`` (B,) integers keep keys s < the row's
+    length, giving (B,1,S); both give (B,T,S), on ``device``.
+    """
     mask = None
     if causal:
         mask = torch.ones(T, S, dtype=torch.bool, device=device).tril()[None]
@@ -65,26 +69,37 @@ def _mask_BTS(T, S, causal, lengths_B, device):
     return mask
 
 
-def _probs_BGRTS(Q_BTGRD, K_BSGD, mask_BTS, scale):
+def _probs_BGRTS(Q_BTGRD, K_BSGD, valid_BTS, scale):
     logits_BGRTS = torch.einsum("BTGRD,BSGD->BGRTS", Q_BTGRD, K_BSGD) * scale
-    if mask_BTS is not None:
-        logits_BGRTS = logits_BGRTS.masked_fill(~mask_BTS[:, None, None], -torch.inf)
+    if valid_BTS is not None:
+        logits_BGRTS = logits_BGRTS.masked_fill(~valid_BTS[:, None, None], -torch.inf)
     return torch.softmax(logits_BGRTS, dim=-1)
 
 
-def _core_BTGRD(Q_BTGRD, K_BSGD, V_BSGD, mask_BTS, scale):
-    return torch.einsum("BGRTS,BSGD->BTGRD", _probs_BGRTS(Q_BTGRD, K_BSGD, mask_BTS, scale), V_BSGD)
+def core_BTGRD(Q_BTGRD, K_BSGD, V_BSGD, valid_BTS, scale):
+    """Softmax attention of projected heads: O (B,T,G,R,D) from Q (B,T,G,R,D), K and V (B,S,G,D).
+
+    Query head (g, r) reads kv head g. Logits are multiplied by ``scale``, and set to -inf where
+    ``valid_BTS`` (from :func:`mask_BTS`; None masks nothing) is False, before the softmax over S.
+    """
+    return torch.einsum("BGRTS,BSGD->BTGRD", _probs_BGRTS(Q_BTGRD, K_BSGD, valid_BTS, scale), V_BSGD)
 
 
-def _einsum(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
+def einsum_attention(x, kv, wq, wk, wv, wo, lengths, *, causal, scale, bq=None, bk=None, bv=None, bo=None):
+    """The ``einsum`` variant, out (B,T,E); with biases (bq (H,D), bk and bv (G,D) added to the
+    projections, bo (E,) to the output) it is xattn's layer, :class:`xattn.TorchAttention`."""
     G = wk.shape[0]
-    Q_BTHD = torch.einsum("BTE,HED->BTHD", x, wq)
-    K_BSGD = torch.einsum("BSE,GED->BSGD", kv, wk)
-    V_BSGD = torch.einsum("BSE,GED->BSGD", kv, wv)
+    Q_BTHD = _biased(torch.einsum("BTE,HED->BTHD", x, wq), bq)
+    K_BSGD = _biased(torch.einsum("BSE,GED->BSGD", kv, wk), bk)
+    V_BSGD = _biased(torch.einsum("BSE,GED->BSGD", kv, wv), bv)
     Q_BTGRD = rearrange(Q_BTHD, "B T (G R) D -> B T G R D", G=G)
-    mask_BTS = _mask_BTS(x.shape[1], kv.shape[1], causal, lengths, x.device)
-    O_BTHD = rearrange(_core_BTGRD(Q_BTGRD, K_BSGD, V_BSGD, mask_BTS, scale), "B T G R D -> B T (G R) D")
-    return torch.einsum("BTHD,HDE->BTE", O_BTHD, wo)
+    valid_BTS = mask_BTS(x.shape[1], kv.shape[1], causal, lengths, x.device)
+    O_BTHD = rearrange(core_BTGRD(Q_BTGRD, K_BSGD, V_BSGD, valid_BTS, scale), "B T G R D -> B T (G R) D")
+    return _biased(torch.einsum("BTHD,HDE->BTE", O_BTHD, wo), bo)
+
+
+def _biased(projected, bias):
+    return projected if bias is None else projected + bias
 
 
 def _packed(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
@@ -92,8 +107,8 @@ def _packed(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
     Q_BTGRD = rearrange(x @ rearrange(wq, "H E D -> E (H D)"), "B T (G R D) -> B T G R D", G=G, D=D)
     K_BSGD = rearrange(kv @ rearrange(wk, "G E D -> E (G D)"), "B S (G D) -> B S G D", G=G)
     V_BSGD = rearrange(kv @ rearrange(wv, "G E D -> E (G D)"), "B S (G D) -> B S G D", G=G)
-    mask_BTS = _mask_BTS(x.shape[1], kv.shape[1], causal, lengths, x.device)
-    O_BTGRD = _core_BTGRD(Q_BTGRD, K_BSGD, V_BSGD, mask_BTS, scale)
+    valid_BTS = mask_BTS(x.shape[1], kv.shape[1], causal, lengths, x.device)
+    O_BTGRD = core_BTGRD(Q_BTGRD, K_BSGD, V_BSGD, valid_BTS, scale)
     return rearrange(O_BTGRD, "B T G R D -> B T (G R D)") @ rearrange(wo, "H D E -> (H D) E")
 
 
@@ -128,7 +143,7 @@ def _sdpa(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
     # attn_mask ("Explicit attn_mask should not be set"), though torch 2.13's CPU flash kernel takes both.
     mask_B1TS = None
     if lengths is not None:
-        mask_B1TS = _mask_BTS(x.shape[1], kv.shape[1], causal, lengths, x.device)[:, None]
+        mask_B1TS = mask_BTS(x.shape[1], kv.shape[1], causal, lengths, x.device)[:, None]
     O_BHTD = F.scaled_dot_product_attention(
         Q_BHTD, K_BGSD, V_BGSD, attn_mask=mask_B1TS, is_causal=causal and mask_B1TS is None, scale=scale,
         enable_gqa=G != H,  # query head h reads kv head h // (H/G), as repeat_interleave would give
@@ -205,14 +220,8 @@ def _tiled(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
     return torch.einsum("BGRTD,GRDE->BTE", O_BGRTD, wo.reshape(G, R, D, -1))
 
 
-_IMPLEMENTATIONS = {
-    "einsum": _einsum,
-    "packed": _packed,
-    "vmap": _vmap,
-    "sdpa": _sdpa,
-    "blocked": _blocked,
-    "tiled": _tiled,
-}
+#: The variants that are one function each (``compiled`` hands COMPILED_BASE to torch.compile).
+_IMPLEMENTATIONS = dict(einsum=einsum_attention, packed=_packed, vmap=_vmap, sdpa=_sdpa, blocked=_blocked, tiled=_tiled)
 
 
 class _Eager:
@@ -341,8 +350,8 @@ def _fullrank(x, kv, wq, wk, wh, lengths, *, causal, scale):
     G = wk.shape[0]
     Q_BTGRD = rearrange(torch.einsum("BTE,HED->BTHD", x, wq), "B T (G R) D -> B T G R D", G=G)
     K_BSGD = torch.einsum("BSE,GED->BSGD", kv, wk)
-    mask_BTS = _mask_BTS(x.shape[1], kv.shape[1], causal, lengths, x.device)
-    P_BHTS = rearrange(_probs_BGRTS(Q_BTGRD, K_BSGD, mask_BTS, scale), "B G R T S -> B (G R) T S")
+    valid_BTS = mask_BTS(x.shape[1], kv.shape[1], causal, lengths, x.device)
+    P_BHTS = rearrange(_probs_BGRTS(Q_BTGRD, K_BSGD, valid_BTS, scale), "B G R T S -> B (G R) T S")
     return torch.einsum("BHTS,BSE,HEF->BTF", P_BHTS, kv, wh)
 
 

@@ -6,8 +6,9 @@ Two layers of different kinds and frameworks then take the very same arguments, 
 :func:`xattn.check_port` can compare their outputs *and* their gradients with respect to the
 input and every weight (``grad/wq`` is d loss / d wq whatever the layer calls it: for
 ``torch.nn.MultiheadAttention`` it is rows 0 to H·D of ``in_proj_weight``'s gradient, per head
-transposed). The float64 oracles are :func:`xattn.porting.gradients.layer_reference` and
-:func:`xattn.porting.gradients.reference_vjp`. NumPy only at import.
+transposed). The float64 oracles are :func:`xattn.numerics.layer_oracle.layer_reference` and
+:func:`xattn.numerics.layer_oracle.reference_vjp`. NumPy only at import: a layer's framework
+module loads when the layer is handed over (:func:`xattn.layers.weights.adapter`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import inspect
 
 import numpy as np
 
-from xattn.layers.weights import BIASES, FLAX_ATTENTION, TORCH_ATTENTION, WEIGHTS, adapter, from_contract, to_contract
+from xattn.layers.vocabulary import BIASES, WEIGHTS, XATTN_KINDS, from_contract, own_causal, to_contract
+from xattn.layers.weights import adapter
 from xattn.numerics.layer_oracle import layer_reference, reference_vjp
 
 
@@ -36,11 +38,8 @@ class LayerFunction:
             raise ValueError(f"{self.config.kind}: expected a layer within the contract; got "
                              + "; ".join(self.config.unsupported))
         self.framework = self.adapter.framework
-        if self.config.kind in (FLAX_ATTENTION, TORCH_ATTENTION):
-            if causal is not None and bool(causal) != layer.causal:
-                raise ValueError(f"causal: expected the layer's own causal={layer.causal} (fixed when built);"
-                                 f" got causal={causal}")
-            causal = layer.causal
+        if self.config.kind in XATTN_KINDS:
+            causal = own_causal(layer, causal)
         self.causal = bool(causal)
         self.key_lengths = None if key_lengths is None else np.asarray(key_lengths, dtype=np.int32)
         self.cross = bool(cross)
@@ -58,13 +57,9 @@ class LayerFunction:
         return data[0], (data[1] if self.cross else None), dict(zip(self.weight_names, args[len(data):]))
 
     def __call__(self, *args):
-        from xattn.bridge import to_jax, to_torch
-
         x, kv, weights = self._split(args)
         raw = from_contract(weights, self.config)
-        lengths = self.key_lengths
-        if lengths is not None:
-            lengths = to_torch(lengths, device=x.device) if self.framework == "torch" else to_jax(lengths)
+        lengths = None if self.key_lengths is None else self.adapter.lengths_like(self.key_lengths, x)
         return self.adapter.call_with(self.layer, raw, x, kv, causal=self.causal, key_lengths=lengths)
 
     def weights(self) -> tuple[np.ndarray, ...]:
@@ -117,7 +112,7 @@ def check_layers(layer_a, layer_b, x, kv=None, *, causal=None, key_lengths=None,
     fn_a = LayerFunction(layer_a, causal=causal, key_lengths=key_lengths, cross=cross)
     fn_b = LayerFunction(layer_b, causal=causal, key_lengths=key_lengths, cross=cross)
     if causal is None:  # an xattn layer's own setting (fixed when built) decides for both
-        fixed = [fn.causal for fn in (fn_a, fn_b) if fn.config.kind in (FLAX_ATTENTION, TORCH_ATTENTION)]
+        fixed = [fn.causal for fn in (fn_a, fn_b) if fn.config.kind in XATTN_KINDS]
         if fixed:
             fn_a = LayerFunction(layer_a, causal=fixed[0], key_lengths=key_lengths, cross=cross)
             fn_b = LayerFunction(layer_b, causal=fixed[0], key_lengths=key_lengths, cross=cross)

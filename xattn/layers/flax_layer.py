@@ -1,70 +1,54 @@
 """xattn's multi-head attention layer as a ``flax.nnx.Module``, and the JAX side of :func:`xattn.port_weights`.
 
-:class:`FlaxAttention` holds the contract's weights under the contract's names (shape letters as
-in :mod:`xattn.contract.spec`): wq (H,E,D), wk and wv (G,E,D), wo (H,D,E), and with ``bias=True`` bq (H,D),
-bk and bv (G,D), bo (E,). Its forward is the JAX backend's ``einsum`` variant, biases added inside
-the projections; with ``bias=False`` it is that variant op for op. Its torch twin is
+:class:`FlaxAttention` is :class:`xattn.layers.vocabulary.XattnLayer` in Flax: the contract's
+weights as ``nnx.Param`` under the contract's names, its forward the JAX backend's ``einsum``
+variant with biases (:func:`xattn.backends.jax_attention.einsum_attention`). Its torch twin is
 :class:`xattn.layers.torch_layer.TorchAttention`: same options, same parameter names and shapes.
 
 The adapters below read, write and call ``FlaxAttention`` and ``flax.nnx.MultiHeadAttention`` in
-the contract's terms; :mod:`xattn.layers.weights` uses them and imports this module only when a Flax
+the contract's terms; :func:`xattn.layers.weights.adapter` imports this module only when a Flax
 layer is handed to it.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
-from einops import einsum, rearrange
 from flax import nnx
 
 from xattn import _compat
 from xattn.backends.registry import get_backend
+from xattn.bridge import to_jax
 from xattn.contract.shapes import attention_dims, default_scale
-from xattn.layers.weights import (
+from xattn.layers.vocabulary import (
     BIASES,
     FLAX_ATTENTION,
     NNX_MHA,
     WEIGHTS,
     LayerConfig,
-    layer_options,
-    not_a_layer,
+    XattnLayer,
+    XattnLayerAdapter,
     raw_names,
 )
 
 _backend = get_backend("jax")
 
 
-def _project(source, weight, bias, pattern):
-    projected = einsum(source, weight, pattern)
-    return projected if bias is None else projected + bias
-
-
 @functools.partial(jax.jit, static_argnames=("causal", "scale"))
 def attend(x, kv, wq, wk, wv, wo, bq=None, bk=None, bv=None, bo=None, key_lengths=None, *, causal=False, scale):
-    """The layer's math on explicit arrays: x (B,T,E), kv (B,S,E), contract weights, optional biases."""
-    G = wk.shape[0]
-    Q_BTHD = _project(x, wq, bq, "B T E, H E D -> B T H D")
-    K_BSGD = _project(kv, wk, bk, "B S E, G E D -> B S G D")
-    V_BSGD = _project(kv, wv, bv, "B S E, G E D -> B S G D")
-    Q_BTGRD = rearrange(Q_BTHD, "B T (G R) D -> B T G R D", G=G)
+    """The layer's math on explicit arrays, jitted: x (B,T,E), kv (B,S,E), contract weights, optional biases."""
     lengths = None if key_lengths is None else key_lengths.astype(jnp.int32)
-    mask_BTS = _backend._mask_BTS(x.shape[0], x.shape[1], kv.shape[1], causal, lengths)
-    O_BTHD = rearrange(_backend._core_BTGRD(Q_BTGRD, K_BSGD, V_BSGD, mask_BTS, scale), "B T G R D -> B T (G R) D")
-    out_BTE = einsum(O_BTHD, wo, "B T H D, H D E -> B T E")
-    return out_BTE if bo is None else out_BTE + bo
+    return _backend.einsum_attention(x, kv, wq, wk, wv, wo, lengths, causal=causal, scale=scale,
+                                     bq=bq, bk=bk, bv=bv, bo=bo)
 
 
-class FlaxAttention(nnx.Module):
+class FlaxAttention(XattnLayer, nnx.Module):
     """Multi-head attention of the contract with its weights as ``nnx.Param`` (a ``flax.nnx.Module``).
 
-    ``embed`` E is the width of queries, keys/values and output; ``heads`` H; ``kv_heads`` G
-    (divides H; default H, 1 is multi-query); ``head_dim`` D (default E // H); ``causal`` masks
-    future keys (needs T == S); ``scale`` multiplies the logits (default 1/sqrt(D)); ``bias`` adds
-    bq, bk, bv, bo. Weights start as N(0, 1/fan_in), biases as zeros (the seed's scales).
+    Options as in :class:`~xattn.layers.vocabulary.XattnLayer`; ``param_dtype`` is the weights'
+    dtype and ``rngs`` draws them.
 
     ``__call__(x, kv=None, *, key_lengths=None)``: x (B,T,E), kv (B,S,E) defaulting to x,
     key_lengths (B,) integers in [1, S] (keys at and after a row's length are padding).
@@ -72,24 +56,13 @@ class FlaxAttention(nnx.Module):
 
     def __init__(self, embed, heads, *, kv_heads=None, head_dim=None, causal=False, scale=None, bias=True,
                  param_dtype=jnp.float32, rngs: nnx.Rngs):
-        E, H, G, D, scale = layer_options(embed, heads, kv_heads, head_dim, scale)
-        self.embed, self.heads, self.kv_heads, self.head_dim = E, H, G, D
-        self.causal, self.scale, self.use_bias = bool(causal), scale, bool(bias)
-
-        def normal(shape, fan_in):
-            return nnx.Param(jax.random.normal(rngs.params(), shape, param_dtype) * (1.0 / math.sqrt(fan_in)))
-
-        self.wq = normal((H, E, D), E)
-        self.wk = normal((G, E, D), E)
-        self.wv = normal((G, E, D), E)
-        self.wo = normal((H, D, E), H * D)
-        shapes = {"bq": (H, D), "bk": (G, D), "bv": (G, D), "bo": (E,)}
-        for name, shape in shapes.items():
-            setattr(self, name, nnx.Param(jnp.zeros(shape, param_dtype)) if bias else None)
-
-    @property
-    def effective_scale(self) -> float:
-        return default_scale(self.head_dim, self.scale)
+        self._set_options(embed, heads, kv_heads, head_dim, causal, scale, bias)
+        for name, shape in self.parameter_shapes().items():
+            if name in WEIGHTS:
+                param = nnx.Param(jax.random.normal(rngs.params(), shape, param_dtype) * self.init_std(name))
+            else:
+                param = nnx.Param(jnp.zeros(shape, param_dtype)) if bias else None
+            setattr(self, name, param)
 
     def __call__(self, x, kv=None, *, key_lengths=None):
         kv = x if kv is None else kv
@@ -114,15 +87,6 @@ def _variable(layer, name: str):
     return layer
 
 
-def _own_causal(layer, causal):
-    if causal is not None and bool(causal) != layer.causal:
-        raise ValueError(
-            f"causal: expected the layer's own setting, causal={layer.causal} (xattn layers fix it when built);"
-            f" got causal={causal}. Build the layer with causal={bool(causal)}"
-        )
-    return layer.causal
-
-
 class _FlaxAdapter:
     framework = "jax"
 
@@ -133,35 +97,23 @@ class _FlaxAdapter:
         return next(iter(_compat.nnx_value(_variable(layer, name)).devices()))
 
     def place(self, array, *, device, copy):
-        from xattn.bridge import to_jax
-
         return to_jax(array, device=device, copy=True if copy else None)
+
+    def lengths_like(self, key_lengths, x):
+        """``key_lengths`` (B,), NumPy, as a JAX array to pass beside ``x``."""
+        return to_jax(key_lengths)
 
     def assign(self, layer, placed: dict) -> None:
         for name, array in placed.items():
             _compat.nnx_set_value(_variable(layer, name), array)
 
 
-class _FlaxAttentionAdapter(_FlaxAdapter):
+class _FlaxAttentionAdapter(XattnLayerAdapter, _FlaxAdapter):
     kind = FLAX_ATTENTION
+    attend = staticmethod(attend)
 
-    def config(self, layer) -> LayerConfig:
-        E = layer.embed
-        return LayerConfig(
-            kind=self.kind, embed=E, key_embed=E, value_embed=E, out_embed=E, heads=layer.heads,
-            kv_heads=layer.kv_heads, head_dim=layer.head_dim, bias=layer.use_bias, scale=layer.effective_scale,
-            dtype=_compat.nnx_value(layer.wq).dtype.name,
-        )
-
-    def forward(self, layer, x, kv=None, *, causal=None, key_lengths=None):
-        _own_causal(layer, causal)
-        return layer(x, kv, key_lengths=key_lengths)
-
-    def call_with(self, layer, raw, x, kv=None, *, causal=None, key_lengths=None):
-        causal = _own_causal(layer, causal)
-        weights = [raw.get(name) for name in (*WEIGHTS, *BIASES)]
-        lengths = None if key_lengths is None else jnp.asarray(key_lengths)
-        return attend(x, x if kv is None else kv, *weights, lengths, causal=causal, scale=layer.effective_scale)
+    def param_dtype(self, layer) -> str:
+        return _compat.nnx_value(layer.wq).dtype.name
 
 
 class _NnxMhaAdapter(_FlaxAdapter):
@@ -198,8 +150,8 @@ class _NnxMhaAdapter(_FlaxAdapter):
     def forward(self, layer, x, kv=None, *, causal=None, key_lengths=None):
         B, T, _ = x.shape
         S = T if kv is None else kv.shape[1]
-        mask_BTS = _backend._mask_BTS(B, T, S, bool(causal), None if key_lengths is None else jnp.asarray(key_lengths))
-        mask_B1TS = None if mask_BTS is None else jnp.broadcast_to(mask_BTS, (B, T, S))[:, None]  # True: attend
+        valid_BTS = _backend.mask_BTS(T, S, bool(causal), None if key_lengths is None else jnp.asarray(key_lengths))
+        mask_B1TS = None if valid_BTS is None else jnp.broadcast_to(valid_BTS, (B, T, S))[:, None]  # True: attend
         return layer(x, kv, mask=mask_B1TS, decode=False)
 
     def call_with(self, layer, raw, x, kv=None, *, causal=None, key_lengths=None):
@@ -208,11 +160,6 @@ class _NnxMhaAdapter(_FlaxAdapter):
         return self.forward(copy, x, kv, causal=causal, key_lengths=key_lengths)
 
 
-_ADAPTERS = {FlaxAttention: _FlaxAttentionAdapter(), nnx.MultiHeadAttention: _NnxMhaAdapter()}
+#: This framework's adapters by layer class (:func:`xattn.layers.weights.adapter` picks one).
+ADAPTERS = {FlaxAttention: _FlaxAttentionAdapter(), nnx.MultiHeadAttention: _NnxMhaAdapter()}
 
-
-def adapter_for(layer):
-    for cls, found in _ADAPTERS.items():
-        if isinstance(layer, cls):
-            return found
-    raise not_a_layer(layer)

@@ -1,65 +1,49 @@
 """xattn's multi-head attention layer as a ``torch.nn.Module``, and the torch side of :func:`xattn.port_weights`.
 
-:class:`TorchAttention` holds the contract's weights under the contract's names (shape letters as
-in :mod:`xattn.contract.spec`): wq (H,E,D), wk and wv (G,E,D), wo (H,D,E), and with ``bias=True`` bq (H,D),
-bk and bv (G,D), bo (E,). Its forward is the torch backend's ``einsum`` variant, biases added
-inside the projections; with ``bias=False`` it is that variant op for op. Its JAX twin is
+:class:`TorchAttention` is :class:`xattn.layers.vocabulary.XattnLayer` in torch: the contract's
+weights as parameters under the contract's names, its forward the torch backend's ``einsum``
+variant with biases (:func:`xattn.backends.torch_attention.einsum_attention`). Its JAX twin is
 :class:`xattn.layers.flax_layer.FlaxAttention`: same options, same parameter names and shapes.
 
 The adapters below read, write and call ``TorchAttention`` and ``torch.nn.MultiheadAttention`` in
-the contract's terms; :mod:`xattn.layers.weights` uses them and imports this module only when a torch
+the contract's terms; :func:`xattn.layers.weights.adapter` imports this module only when a torch
 layer is handed to it.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from xattn.backends.registry import get_backend
+from xattn.bridge import to_torch
 from xattn.contract.shapes import attention_dims, default_scale
-from xattn.layers.weights import (
+from xattn.layers.vocabulary import (
     BIASES,
     TORCH_ATTENTION,
     TORCH_MHA,
     WEIGHTS,
     LayerConfig,
-    layer_options,
-    not_a_layer,
+    XattnLayer,
+    XattnLayerAdapter,
     raw_names,
 )
 
 _backend = get_backend("torch")
 
 
-def _project(source, weight, bias, equation):
-    projected = torch.einsum(equation, source, weight)
-    return projected if bias is None else projected + bias
-
-
 def attend(x, kv, wq, wk, wv, wo, bq=None, bk=None, bv=None, bo=None, key_lengths=None, *, causal=False, scale):
     """The layer's math on explicit tensors: x (B,T,E), kv (B,S,E), contract weights, optional biases."""
-    G = wk.shape[0]
-    Q_BTHD = _project(x, wq, bq, "BTE,HED->BTHD")
-    K_BSGD = _project(kv, wk, bk, "BSE,GED->BSGD")
-    V_BSGD = _project(kv, wv, bv, "BSE,GED->BSGD")
-    Q_BTGRD = Q_BTHD.unflatten(2, (G, -1))
     lengths = None if key_lengths is None else _backend.as_lengths(key_lengths)
-    mask_BTS = _backend._mask_BTS(x.shape[1], kv.shape[1], causal, lengths, x.device)
-    O_BTHD = _backend._core_BTGRD(Q_BTGRD, K_BSGD, V_BSGD, mask_BTS, scale).flatten(2, 3)
-    out_BTE = torch.einsum("BTHD,HDE->BTE", O_BTHD, wo)
-    return out_BTE if bo is None else out_BTE + bo
+    return _backend.einsum_attention(x, kv, wq, wk, wv, wo, lengths, causal=causal, scale=scale,
+                                     bq=bq, bk=bk, bv=bv, bo=bo)
 
 
-class TorchAttention(nn.Module):
+class TorchAttention(XattnLayer, nn.Module):
     """Multi-head attention of the contract with its weights as parameters (a ``torch.nn.Module``).
 
-    ``embed`` E is the width of queries, keys/values and output; ``heads`` H; ``kv_heads`` G
-    (divides H; default H, 1 is multi-query); ``head_dim`` D (default E // H); ``causal`` masks
-    future keys (needs T == S); ``scale`` multiplies the logits (default 1/sqrt(D)); ``bias`` adds
-    bq, bk, bv, bo. Weights start as N(0, 1/fan_in), biases as zeros (the seed's scales).
+    Options as in :class:`~xattn.layers.vocabulary.XattnLayer`; ``device`` and ``dtype`` are the
+    parameters' (torch's factory arguments).
 
     ``forward(x, kv=None, *, key_lengths=None)``: x (B,T,E), kv (B,S,E) defaulting to x,
     key_lengths (B,) integers in [1, S] (keys at and after a row's length are padding).
@@ -68,31 +52,20 @@ class TorchAttention(nn.Module):
     def __init__(self, embed, heads, *, kv_heads=None, head_dim=None, causal=False, scale=None, bias=True,
                  device=None, dtype=None):
         super().__init__()
-        E, H, G, D, scale = layer_options(embed, heads, kv_heads, head_dim, scale)
-        self.embed, self.heads, self.kv_heads, self.head_dim = E, H, G, D
-        self.causal, self.scale, self.use_bias = bool(causal), scale, bool(bias)
+        self._set_options(embed, heads, kv_heads, head_dim, causal, scale, bias)
         factory = {"device": device, "dtype": dtype}
-        self.wq = nn.Parameter(torch.empty(H, E, D, **factory))
-        self.wk = nn.Parameter(torch.empty(G, E, D, **factory))
-        self.wv = nn.Parameter(torch.empty(G, E, D, **factory))
-        self.wo = nn.Parameter(torch.empty(H, D, E, **factory))
-        shapes = {"bq": (H, D), "bk": (G, D), "bv": (G, D), "bo": (E,)}
-        for name, shape in shapes.items():
-            self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)) if bias else None)
+        for name, shape in self.parameter_shapes().items():
+            held = name in WEIGHTS or self.use_bias
+            self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)) if held else None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         with torch.no_grad():
-            for weight in (self.wq, self.wk, self.wv):
-                weight.normal_(0.0, 1.0 / math.sqrt(self.embed))
-            self.wo.normal_(0.0, 1.0 / math.sqrt(self.heads * self.head_dim))
+            for name in WEIGHTS:
+                getattr(self, name).normal_(0.0, self.init_std(name))
             for name in BIASES:
                 if getattr(self, name) is not None:
                     getattr(self, name).zero_()
-
-    @property
-    def effective_scale(self) -> float:
-        return default_scale(self.head_dim, self.scale)
 
     def forward(self, x, kv=None, *, key_lengths=None):
         kv = x if kv is None else kv
@@ -111,17 +84,8 @@ class TorchAttention(nn.Module):
 # ------------------------------------------------------------------------------------ adapters
 
 
-def dtype_name(dtype) -> str:
+def _dtype_name(dtype) -> str:
     return str(dtype).removeprefix("torch.")
-
-
-def _own_causal(layer, causal):
-    if causal is not None and bool(causal) != layer.causal:
-        raise ValueError(
-            f"causal: expected the layer's own setting, causal={layer.causal} (xattn layers fix it when built);"
-            f" got causal={causal}. Build the layer with causal={bool(causal)}"
-        )
-    return layer.causal
 
 
 class _TorchAdapter:
@@ -134,10 +98,12 @@ class _TorchAdapter:
         return layer.get_parameter(name).device
 
     def place(self, array, *, device, copy):
-        from xattn.bridge import to_torch
-
         # Parameters keep torch's contiguous layout: a strided view would surprise .view() and fused kernels.
         return to_torch(array, device=device, copy=True if copy else None).contiguous()
+
+    def lengths_like(self, key_lengths, x):
+        """``key_lengths`` (B,), NumPy, as a tensor on ``x``'s device."""
+        return to_torch(key_lengths, device=x.device)
 
     def assign(self, layer, placed: dict) -> None:
         with torch.no_grad():
@@ -145,25 +111,12 @@ class _TorchAdapter:
                 layer.get_parameter(name).data = tensor
 
 
-class _TorchAttentionAdapter(_TorchAdapter):
+class _TorchAttentionAdapter(XattnLayerAdapter, _TorchAdapter):
     kind = TORCH_ATTENTION
+    attend = staticmethod(attend)
 
-    def config(self, layer) -> LayerConfig:
-        E = layer.embed
-        return LayerConfig(
-            kind=self.kind, embed=E, key_embed=E, value_embed=E, out_embed=E, heads=layer.heads,
-            kv_heads=layer.kv_heads, head_dim=layer.head_dim, bias=layer.use_bias, scale=layer.effective_scale,
-            dtype=dtype_name(layer.wq.dtype),
-        )
-
-    def forward(self, layer, x, kv=None, *, causal=None, key_lengths=None):
-        _own_causal(layer, causal)
-        return layer(x, kv, key_lengths=key_lengths)
-
-    def call_with(self, layer, raw, x, kv=None, *, causal=None, key_lengths=None):
-        causal = _own_causal(layer, causal)
-        weights = [raw.get(name) for name in (*WEIGHTS, *BIASES)]
-        return attend(x, x if kv is None else kv, *weights, key_lengths, causal=causal, scale=layer.effective_scale)
+    def param_dtype(self, layer) -> str:
+        return _dtype_name(layer.wq.dtype)
 
 
 class _TorchMhaAdapter(_TorchAdapter):
@@ -191,7 +144,7 @@ class _TorchMhaAdapter(_TorchAdapter):
         return LayerConfig(
             kind=self.kind, embed=E, key_embed=layer.kdim, value_embed=layer.vdim, out_embed=E, heads=H,
             kv_heads=H, head_dim=layer.head_dim, bias=layer.in_proj_bias is not None,
-            scale=default_scale(layer.head_dim, None), dtype=dtype_name(weight.dtype),
+            scale=default_scale(layer.head_dim, None), dtype=_dtype_name(weight.dtype),
             names=self._NAMES, unsupported=tuple(unsupported), packed=packed,
         )
 
@@ -223,12 +176,6 @@ class _TorchMhaAdapter(_TorchAdapter):
         return out if layer.batch_first else out.transpose(0, 1)
 
 
-_ADAPTERS = {TorchAttention: _TorchAttentionAdapter(), nn.MultiheadAttention: _TorchMhaAdapter()}
-
-
-def adapter_for(layer):
-    for cls, found in _ADAPTERS.items():
-        if isinstance(layer, cls):
-            return found
-    raise not_a_layer(layer)
+#: This framework's adapters by layer class (:func:`xattn.layers.weights.adapter` picks one).
+ADAPTERS = {TorchAttention: _TorchAttentionAdapter(), nn.MultiheadAttention: _TorchMhaAdapter()}
 

@@ -1,233 +1,60 @@
 """Copy a multi-head attention layer's weights between JAX and PyTorch: :func:`port_weights`.
 
-Four layer kinds, ported in any direction (shape letters as in :mod:`xattn.contract.spec`; Eq, Ek, Ev, Eo
-are the query, key, value input widths and the output width, all E in the contract):
-
-- ``xattn.FlaxAttention`` and ``xattn.TorchAttention``: wq (H,E,D), wk and wv (G,E,D), wo (H,D,E);
-  bq (H,D), bk and bv (G,D), bo (E,).
-- ``flax.nnx.MultiHeadAttention``: {query,key,value}.kernel (Eq|Ek,H|G,D) and .bias (H|G,D);
-  out.kernel (H,D,Eo), out.bias (Eo,).
-- ``torch.nn.MultiheadAttention``: in_proj_weight (3·H·D, E) = [Wq; Wk; Wv], row h·D+d of Wq
-  being head h's feature d (q/k/v_proj_weight (H·D, Eq|Ek|Ev) instead when kdim/vdim != E);
-  in_proj_bias (3·H·D,); out_proj.weight (Eo, H·D), out_proj.bias (Eo,).
-
-Every kind is read into the contract's layout (the first item's names) and written from it with
-einops, which makes torch views and JAX arrays alike: a torch source stays views until the last
-step, so a destination parameter shares the source's buffer (through :mod:`xattn.bridge`)
-wherever its layout allows, and gets an exact copy otherwise (a packed ``in_proj_weight`` is one
-buffer built from three). Rearranging and concatenating never changes a bit.
+Any of the four layer kinds of :mod:`xattn.layers.vocabulary` ports into any other. Every kind is
+read into the contract's layout and written from it (:func:`~xattn.layers.vocabulary.to_contract`,
+:func:`~xattn.layers.vocabulary.from_contract`): a torch source stays views until the last step,
+so a destination parameter shares the source's buffer (through :mod:`xattn.bridge`) wherever its
+layout allows, and gets an exact copy otherwise (a packed ``in_proj_weight`` is one buffer built
+from three). Rearranging and concatenating never changes a bit.
 
 This module imports no framework: a layer's kind is told from ``sys.modules``, and the
-per-framework code lives in :mod:`xattn.layers.flax_layer` and :mod:`xattn.layers.torch_layer`.
+per-framework adapters live in :mod:`xattn.layers.flax_layer` and :mod:`xattn.layers.torch_layer`,
+imported only when a layer of that framework is handed over.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 
-from einops import pack, rearrange
-
-from xattn.contract.spec import AttentionSpec
-
-FLAX_ATTENTION = "xattn.FlaxAttention"
-TORCH_ATTENTION = "xattn.TorchAttention"
-NNX_MHA = "flax.nnx.MultiHeadAttention"
-TORCH_MHA = "torch.nn.MultiheadAttention"
-KINDS = (FLAX_ATTENTION, TORCH_ATTENTION, NNX_MHA, TORCH_MHA)
-
-#: The contract's weight names, in the order a layer function takes them.
-WEIGHTS = ("wq", "wk", "wv", "wo")
-BIASES = ("bq", "bk", "bv", "bo")
-
-#: How a destination parameter was filled.
-ZERO_COPY, COPY, ZEROS = "zero-copy", "copy", "zeros"
-
-
-@dataclasses.dataclass(frozen=True)
-class LayerConfig:
-    """What a layer's weights mean, whatever its kind; two layers port when these agree.
-
-    ``names`` maps each field to the layer's own word for it (``kdim``, ``num_kv_heads``...) so
-    that an error speaks the user's vocabulary. ``unsupported`` lists what the layer does beyond
-    the contract (``add_bias_kv``, dropout in training mode...), each as "what; what to do".
-    """
-
-    kind: str
-    embed: int
-    key_embed: int
-    value_embed: int
-    out_embed: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    bias: bool
-    scale: float
-    dtype: str
-    names: dict = dataclasses.field(default_factory=dict, compare=False)
-    unsupported: tuple[str, ...] = ()
-    packed: bool = False  # torch MHA: one in_proj_weight rather than q/k/v_proj_weight
-
-    def name(self, field: str) -> str:
-        return self.names.get(field, field)
-
-
-_FIELDS = (
-    ("embed", "query input width"),
-    ("key_embed", "key input width"),
-    ("value_embed", "value input width"),
-    ("out_embed", "output width"),
-    ("heads", "query heads"),
-    ("kv_heads", "key/value heads"),
-    ("head_dim", "head width"),
-    ("dtype", "parameter dtype"),
+from xattn.bridge import buffer_pointer, framework_of, to_jax, to_torch
+from xattn.errors import BridgeError
+from xattn.layers.vocabulary import (
+    BIASES,
+    COPY,
+    ZERO_COPY,
+    ZEROS,
+    LayerConfig,
+    check_compatible,
+    from_contract,
+    not_a_layer,
+    parameter_shapes,
+    raw_names,
+    to_contract,
 )
-
-
-def layer_options(embed, heads, kv_heads=None, head_dim=None, scale=None) -> tuple[int, int, int, int, float | None]:
-    """Validated ``(E, H, G, D, scale)`` for xattn's layers; ValueError naming the bad option."""
-    spec = AttentionSpec(embed=embed, heads=heads, kv_heads=kv_heads, head_dim=head_dim, scale=scale)
-    return spec.embed, spec.heads, spec.kv_heads, spec.head_dim, spec.scale
-
-
-def incompatibilities(src: LayerConfig, dst: LayerConfig) -> list[str]:
-    """Every reason ``src``'s weights cannot become ``dst``'s with the same outputs (empty if none)."""
-    problems = [f"{config.kind}: {what}" for config in (src, dst) for what in config.unsupported]
-    for field, meaning in _FIELDS:
-        a, b = getattr(src, field), getattr(dst, field)
-        if a != b:
-            problems.append(
-                f"{meaning}: {src.kind} has {src.name(field)}={a}; {dst.kind} has {dst.name(field)}={b}"
-            )
-    if src.bias and not dst.bias:
-        problems.append(
-            f"bias: {src.kind} has biases ({src.name('bias')}=True); {dst.kind} has none"
-            f" ({dst.name('bias')}=False), so they would be dropped. Build the destination with biases"
-        )
-    if not math.isclose(src.scale, dst.scale, rel_tol=1e-12):
-        problems.append(
-            f"scale: {src.kind} scales logits by {src.name('scale')}={src.scale:.8g};"
-            f" {dst.kind} by {dst.name('scale')}={dst.scale:.8g}"
-        )
-    return problems
-
-
-def check_compatible(src: LayerConfig, dst: LayerConfig) -> None:
-    problems = incompatibilities(src, dst)
-    if problems:
-        listed = "\n  - ".join(problems)
-        raise ValueError(
-            f"port_weights: expected a {dst.kind} that can hold this {src.kind}'s weights with the same"
-            f" outputs; got {len(problems)} mismatch{'es' if len(problems) > 1 else ''}:\n  - {listed}\n"
-            "Build the destination with matching options (see docs/porting.md for each kind's names)."
-        )
-
-
-# ------------------------------------------------------------------------------------- layouts
-
-
-def _thirds(packed, rows: int):
-    return packed[:rows], packed[rows : 2 * rows], packed[2 * rows :]
-
-
-def raw_names(config: LayerConfig) -> dict[str, tuple[str, ...]]:
-    """The layer's own parameter names, each with the contract names it holds."""
-    if config.kind in (FLAX_ATTENTION, TORCH_ATTENTION):
-        names = {name: (name,) for name in WEIGHTS}
-        names.update({name: (name,) for name in BIASES} if config.bias else {})
-        return names
-    if config.kind == NNX_MHA:
-        parts = {"query": "q", "key": "k", "value": "v", "out": "o"}
-        names = {f"{part}.kernel": (f"w{letter}",) for part, letter in parts.items()}
-        names.update({f"{part}.bias": (f"b{letter}",) for part, letter in parts.items()} if config.bias else {})
-        return names
-    if config.packed:
-        names = {"in_proj_weight": ("wq", "wk", "wv")}
-    else:
-        names = {"q_proj_weight": ("wq",), "k_proj_weight": ("wk",), "v_proj_weight": ("wv",)}
-    names["out_proj.weight"] = ("wo",)
-    if config.bias:
-        names.update({"in_proj_bias": ("bq", "bk", "bv"), "out_proj.bias": ("bo",)})
-    return names
-
-
-def to_contract(raw: dict, config: LayerConfig) -> dict:
-    """A layer's parameters (its own names and layout) in the contract's names and layout."""
-    H, D = config.heads, config.head_dim
-    if config.kind in (FLAX_ATTENTION, TORCH_ATTENTION):
-        return dict(raw)
-    if config.kind == NNX_MHA:
-        weights = {
-            "wq": rearrange(raw["query.kernel"], "E H D -> H E D"),
-            "wk": rearrange(raw["key.kernel"], "E G D -> G E D"),
-            "wv": rearrange(raw["value.kernel"], "E G D -> G E D"),
-            "wo": raw["out.kernel"],
-        }
-        if config.bias:
-            weights.update(bq=raw["query.bias"], bk=raw["key.bias"], bv=raw["value.bias"], bo=raw["out.bias"])
-        return weights
-    if config.packed:
-        projections = _thirds(raw["in_proj_weight"], H * D)
-    else:
-        projections = (raw["q_proj_weight"], raw["k_proj_weight"], raw["v_proj_weight"])
-    weights = {name: rearrange(w, "(H D) E -> H E D", H=H) for name, w in zip(WEIGHTS, projections)}
-    weights["wo"] = rearrange(raw["out_proj.weight"], "E (H D) -> H D E", H=H)
-    if config.bias:
-        biases = _thirds(raw["in_proj_bias"], H * D)
-        weights.update({name: rearrange(b, "(H D) -> H D", H=H) for name, b in zip(BIASES, biases)})
-        weights["bo"] = raw["out_proj.bias"]
-    return weights
-
-
-def from_contract(weights: dict, config: LayerConfig) -> dict:
-    """The contract's weights in ``config``'s layer names and layout (the inverse of :func:`to_contract`)."""
-    if config.kind in (FLAX_ATTENTION, TORCH_ATTENTION):
-        return {name: weights[name] for name in raw_names(config)}
-    if config.kind == NNX_MHA:
-        raw = {
-            "query.kernel": rearrange(weights["wq"], "H E D -> E H D"),
-            "key.kernel": rearrange(weights["wk"], "G E D -> E G D"),
-            "value.kernel": rearrange(weights["wv"], "G E D -> E G D"),
-            "out.kernel": weights["wo"],
-        }
-        if config.bias:
-            raw.update({"query.bias": weights["bq"], "key.bias": weights["bk"], "value.bias": weights["bv"]})
-            raw["out.bias"] = weights["bo"]
-        return raw
-    rows = [rearrange(weights[name], "H E D -> (H D) E") for name in ("wq", "wk", "wv")]
-    if config.packed:
-        raw = {"in_proj_weight": pack(rows, "* E")[0]}
-    else:
-        raw = dict(zip(("q_proj_weight", "k_proj_weight", "v_proj_weight"), rows))
-    raw["out_proj.weight"] = rearrange(weights["wo"], "H D E -> E (H D)")
-    if config.bias:
-        raw["in_proj_bias"] = pack([weights[name] for name in ("bq", "bk", "bv")], "*")[0]
-        raw["out_proj.bias"] = weights["bo"]
-    return raw
-
-
-# ------------------------------------------------------------------------------------ adapters
 
 
 def adapter(layer):
     """The per-framework adapter for ``layer``; TypeError naming the four kinds otherwise."""
+    found = next((candidate for cls, candidate in _adapters(layer).items() if isinstance(layer, cls)), None)
+    if found is None:
+        raise not_a_layer(layer)
+    return found
+
+
+def _adapters(layer) -> dict:
+    """The adapters of ``layer``'s framework by layer class, importing that framework's module only now."""
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(layer, torch.nn.Module):
-        from xattn.layers import torch_layer as torch_module
+        from xattn.layers import torch_layer
 
-        return torch_module.adapter_for(layer)
+        return torch_layer.ADAPTERS
     nnx = sys.modules.get("flax.nnx")
     if nnx is not None and isinstance(layer, nnx.Module):
-        from xattn.layers import flax_layer as nnx_module
+        from xattn.layers import flax_layer
 
-        return nnx_module.adapter_for(layer)
-    raise not_a_layer(layer)
-
-
-def not_a_layer(layer) -> TypeError:
-    kind = f"{type(layer).__module__}.{type(layer).__qualname__}"
-    return TypeError(f"expected a layer of one of {', '.join(KINDS)}; got {kind}")
+        return flax_layer.ADAPTERS
+    return {}
 
 
 def layer_config(layer) -> LayerConfig:
@@ -286,8 +113,6 @@ def port_weights(src, dst, *, copy: bool | None = None) -> PortedWeights:
     ValueError listing every mismatch in each layer's own names. Causal masking and key padding
     are arguments of the call, not weights: pass the same ones to both layers.
     """
-    from xattn.bridge import buffer_pointer, to_jax, to_torch
-
     if copy is not None and not isinstance(copy, bool):
         raise TypeError(f"port_weights: expected copy=None, False or True; got copy={copy!r}")
     src_adapter, dst_adapter = adapter(src), adapter(dst)
@@ -313,8 +138,6 @@ def port_weights(src, dst, *, copy: bool | None = None) -> PortedWeights:
         sources = tuple(dict.fromkeys(src_of[w] for w in held if w in src_of))
         how = ZERO_COPY if shared else (ZEROS if not sources else COPY)
         if copy is False and how != ZERO_COPY:
-            from xattn.errors import BridgeError
-
             raise BridgeError(
                 f"port_weights(copy=False): {dst_config.kind}'s {name} cannot share {src_config.kind}'s"
                 f" buffer ({', '.join(sources) or 'no source parameter'}): its layout differs from the source's"
@@ -328,14 +151,15 @@ def port_weights(src, dst, *, copy: bool | None = None) -> PortedWeights:
 
 
 def _nbytes(array) -> int:
-    if hasattr(array, "element_size"):  # torch, without importing it
+    if framework_of(array) == "torch":
         return array.numel() * array.element_size()
     return int(array.nbytes)
 
 
 def _zero_biases(weights: dict, config: LayerConfig, workspace: str) -> dict:
-    H, G, D = config.heads, config.kv_heads, config.head_dim
-    shapes = {"bq": (H, D), "bk": (G, D), "bv": (G, D), "bo": (config.out_embed,)}
+    # Of the widths, biases depend on the output width only (bo is (Eo,)), so Eo stands in for E.
+    every = parameter_shapes(config.out_embed, config.heads, config.kv_heads, config.head_dim)
+    shapes = {name: every[name] for name in BIASES}
     like = weights["wq"]
     if workspace == "torch":
         import torch
