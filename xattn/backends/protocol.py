@@ -35,6 +35,16 @@ class Backend(Protocol):
     def as_lengths(self, key_lengths) -> Any:
         """Key lengths (B,) as this framework's int32 array."""
 
+    def mask_BTS(self, T: int, S: int, causal: bool, lengths_B, *device) -> Any:
+        """Where query t may attend key s (broadcasts to (B,T,S)); None when nothing is masked (torch: + device)."""
+
+    def core_BTGRD(self, Q_BTGRD, K_BSGD, V_BSGD, valid_BTS, scale: float) -> Any:
+        """Softmax attention of projected heads: O (B,T,G,R,D); what the layers build on."""
+
+    def einsum_attention(self, x, kv, wq, wk, wv, wo, lengths, *, causal, scale, bq=None, bk=None, bv=None,
+                         bo=None) -> Any:
+        """The ``einsum`` variant, with the layers' optional biases: xattn's Flax and torch layers."""
+
 
 @runtime_checkable
 class Side(Protocol):

@@ -17,6 +17,7 @@ from torch import nn
 
 from xattn.backends.registry import get_backend
 from xattn.bridge import to_torch
+from xattn.bridge.rules import torch_dtype_name
 from xattn.contract.shapes import attention_dims, default_scale
 from xattn.layers.vocabulary import (
     BIASES,
@@ -84,10 +85,6 @@ class TorchAttention(XattnLayer, nn.Module):
 # ------------------------------------------------------------------------------------ adapters
 
 
-def _dtype_name(dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
 class _TorchAdapter:
     framework = "torch"
 
@@ -116,7 +113,7 @@ class _TorchAttentionAdapter(XattnLayerAdapter, _TorchAdapter):
     attend = staticmethod(attend)
 
     def param_dtype(self, layer) -> str:
-        return _dtype_name(layer.wq.dtype)
+        return torch_dtype_name(layer.wq.dtype)
 
 
 class _TorchMhaAdapter(_TorchAdapter):
@@ -144,7 +141,7 @@ class _TorchMhaAdapter(_TorchAdapter):
         return LayerConfig(
             kind=self.kind, embed=E, key_embed=layer.kdim, value_embed=layer.vdim, out_embed=E, heads=H,
             kv_heads=H, head_dim=layer.head_dim, bias=layer.in_proj_bias is not None,
-            scale=default_scale(layer.head_dim, None), dtype=_dtype_name(weight.dtype),
+            scale=default_scale(layer.head_dim, None), dtype=torch_dtype_name(weight.dtype),
             names=self._NAMES, unsupported=tuple(unsupported), packed=packed,
         )
 
