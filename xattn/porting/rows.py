@@ -8,7 +8,7 @@ import numpy as np
 
 from xattn.numerics.budget import Budget, tolerance_budget
 from xattn.numerics.drift import DriftMetrics
-from xattn.numerics.judge import OK, Verdict, difference, judge
+from xattn.numerics.judge import OK, Difference, Verdict, difference, judge
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,12 +23,10 @@ class PortRow:
 
 
 @dataclasses.dataclass(frozen=True)
-class PortPair:
+class PortPair(Difference):
+    """The two functions' values of one output leaf side by side (:class:`~xattn.numerics.judge.Difference`)."""
+
     output: str
-    max_abs_diff: float
-    rel_l2_diff: float
-    over_budget: tuple[str, ...]
-    attribution: str
 
 
 
@@ -53,4 +51,4 @@ def judge_pair(quantity, names, a, b, expected, dtype, budget):
         metrics, verdict = judge(actual, expected, dtype, budget)
         rows.append(PortRow(name, quantity, verdict, metrics, budget))
     found = difference(names[0], a, rows[0].verdict == OK, names[1], b, rows[1].verdict == OK, dtype)
-    return rows, PortPair(quantity, found.max_abs_diff, found.rel_l2_diff, found.over_budget, found.attribution)
+    return rows, PortPair(**dataclasses.asdict(found), output=quantity)
