@@ -29,15 +29,17 @@ def test_a_verdict_is_its_word_everywhere():
 def test_judge_holds_a_value_to_its_budget_and_never_passes_a_nan():
     expected = np.linspace(-1.0, 1.0, 64)
     budget = naive_budget(expected.astype(np.float32), expected, "float32")
-    assert judge(expected.astype(np.float32), expected, "float32", budget)[1] == OK
-    assert judge((expected * 1.001).astype(np.float32), expected, "float32", budget)[1] == DRIFT
+    right = judge(expected.astype(np.float32), expected, "float32", budget)
+    assert right.verdict == OK and 0 <= right.budget_use <= 1
+    wrong = judge((expected * 1.001).astype(np.float32), expected, "float32", budget)
+    assert wrong.verdict == DRIFT and wrong.budget_use > 1
     planted = expected.astype(np.float32)
     planted[3] = np.nan
-    metrics, verdict = judge(planted, expected, "float32", budget)
-    assert verdict == DRIFT and metrics.nonfinite_mismatches == 1
+    found = judge(planted, expected, "float32", budget)
+    assert found.verdict == DRIFT and found.metrics.nonfinite_mismatches == 1 and found.metrics.uncompared == 1
     tolerance = tolerance_budget("float32")
-    assert judge((expected * (1 + 1e-7)).astype(np.float32), expected, "float32", tolerance)[1] == OK
-    assert judge((expected * 1.01).astype(np.float32), expected, "float32", tolerance)[1] == DRIFT
+    assert judge((expected * (1 + 1e-7)).astype(np.float32), expected, "float32", tolerance).verdict == OK
+    assert judge((expected * 1.01).astype(np.float32), expected, "float32", tolerance).verdict == DRIFT
 
 
 @pytest.mark.parametrize("a_ok, b_ok, over, attribution", [

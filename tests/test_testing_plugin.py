@@ -47,7 +47,7 @@ def test_plugin_fixture_and_helper_in_a_user_suite(pytester):
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rA")
     result.assert_outcomes(passed=1, failed=2)
     output = result.stdout.str()
-    assert "xattn check_port: softmax vs softmax_wrong" in output
+    assert "xattn check_port: softmax (numpy) vs softmax_wrong (numpy)" in output
     assert "softmax_wrong over budget" in output
     assert "xattn drift" in output  # the fixture's report section, shown for the passing test too (-rA)
     assert "AssertionError" in output

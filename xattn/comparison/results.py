@@ -41,6 +41,8 @@ class Row:
     error: str | None = None
     error_type: str | None = None
     notes: tuple[str, ...] = ()
+    #: err / budget: how much of its budget the row's error uses (above 1: over); None when not judged.
+    budget_use: float | None = None
 
     @property
     def label(self) -> str:

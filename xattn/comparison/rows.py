@@ -25,8 +25,9 @@ def failed(error: BaseException, **fields) -> Row:
 
 def judged(actual, expected, *, budget, dtype, **fields) -> Row:
     """The row of a quantity that ran: ``actual`` against the float64 ``expected`` under ``budget``."""
-    metrics, verdict = judge(actual, expected, dtype, budget)
-    return Row(**fields, dtype=dtype, budget=budget, verdict=verdict, drift=metrics)
+    found = judge(actual, expected, dtype, budget)
+    return Row(**fields, dtype=dtype, budget=budget, verdict=found.verdict, drift=found.metrics,
+               budget_use=found.budget_use)
 
 
 def pairs(rows, values: dict, dtype: str) -> tuple[Pair, ...]:

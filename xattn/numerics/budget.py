@@ -34,8 +34,9 @@ TOLERANCES = {
 class Budget:
     """What error an output may have and still count as the same computation.
 
-    ``method`` is ``"naive"`` (``max_abs <= 2·naive_max_abs_err + rounding_step``) or
-    ``"tolerance"`` (elementwise ``|a-b| <= atol + rtol·|b|``, torch.testing's defaults).
+    ``method`` is ``"naive"`` (``max_abs <= 2·naive_max_abs_err + rounding_step``),
+    ``"tolerance"`` (elementwise ``|a-b| <= atol + rtol·|b|``, torch.testing's defaults) or
+    ``"exact"`` (integer and boolean outputs: equal or not, ``max_abs`` 0).
     """
 
     dtype: str
@@ -52,6 +53,8 @@ class Budget:
         if self.method == "naive":
             runs = f" (worst of {self.naive_runs} runs)" if (self.naive_runs or 1) > 1 else ""
             return f"{NAIVE_FACTOR:g}×naive {self.naive_max_abs_err:.2g}{runs} + ulp {self.rounding_step:.2g}"
+        if self.method == "exact":
+            return f"exact ({self.dtype} values)"
         return f"rtol {self.rtol:g}, atol {self.atol:g}"
 
 
@@ -98,23 +101,42 @@ def tolerance_budget(dtype: str, rtol: float | None = None, atol: float | None =
     )
 
 
+def exact_budget(dtype: str) -> Budget:
+    """Integer or boolean values: the same or not (an error of 0 and nothing more)."""
+    return Budget(dtype=dtype, method="exact", max_abs=0.0)
+
+
 def tolerance_excess(actual, expected, budget: Budget) -> float:
-    """max over finite elements of ``|a-e| / (atol + rtol·|e|)``: above 1 means over budget."""
+    """max over finite elements of ``|a-e| / (atol + rtol·|e|)``: above 1 means over budget (NaN: none)."""
     a, e, _ = finite_pair(actual, expected)
     if a.size == 0:
-        return 0.0
+        return float("nan")
     return float((np.abs(a - e) / (budget.atol + budget.rtol * np.abs(e))).max())
 
 
+def budget_use(metrics: DriftMetrics, budget: Budget, excess: float | None = None) -> float:
+    """How much of its budget an error uses (err / budget; a tolerance budget's ``excess``): above 1 is over.
+
+    NaN where nothing finite was compared; inf for any error against an exact budget.
+    """
+    if budget.method == "tolerance":
+        if excess is None:
+            raise ValueError("budget_use: expected the tolerance excess for a tolerance budget; got None")
+        return float(excess)
+    err, limit = metrics.max_abs_err, budget.max_abs
+    if limit > 0:
+        return err / limit
+    return 0.0 if err == 0 else (float("inf") if err > 0 else float("nan"))
+
+
 def within_budget(metrics: DriftMetrics, budget: Budget, excess: float | None = None) -> bool:
-    """True when ``metrics`` is within ``budget`` (a non-finite mismatch never is)."""
-    if metrics.nonfinite_mismatches:
+    """True when ``metrics`` is within ``budget``.
+
+    Never for a non-finite mismatch, nor for a non-empty value of which nothing finite was compared.
+    """
+    if metrics.nonfinite_mismatches or (metrics.size and not metrics.compared):
         return False
-    if budget.method == "naive":
-        return metrics.max_abs_err <= budget.max_abs
-    if excess is None:
-        raise ValueError("within_budget: expected the tolerance excess for a tolerance budget; got None")
-    return excess <= 1.0
+    return budget_use(metrics, budget, excess) <= 1.0
 
 
 def reference_budget(naive_runs, expected, dtype, rtol=None, atol=None) -> Budget:

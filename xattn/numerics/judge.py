@@ -16,7 +16,7 @@ import enum
 
 import numpy as np
 
-from xattn.numerics.budget import Budget, tolerance_excess, within_budget
+from xattn.numerics.budget import Budget, budget_use, tolerance_excess, within_budget
 from xattn.numerics.drift import DriftMetrics, drift_metrics
 
 
@@ -54,11 +54,25 @@ def is_disagreement(attribution: str) -> bool:
     return attribution != ROUNDING_NOISE and not attribution.startswith(NOT_COMPARED)
 
 
-def judge(actual, expected, dtype: str, budget: Budget) -> tuple[DriftMetrics, Verdict]:
-    """``actual`` against the float64 ``expected`` under ``budget``: its metrics and verdict (OK or DRIFT)."""
-    metrics = drift_metrics(actual, expected, dtype)
+@dataclasses.dataclass(frozen=True)
+class Judgement:
+    """One value judged: its metrics, its verdict, and how much of its budget it uses (err / budget)."""
+
+    metrics: DriftMetrics
+    verdict: Verdict
+    budget_use: float
+
+
+def judge(actual, expected, dtype: str, budget: Budget, *, equal_nan: bool = True) -> Judgement:
+    """``actual`` against the float64 ``expected`` under ``budget``: a :class:`Judgement` (OK or DRIFT).
+
+    ``equal_nan``: whether a NaN on both sides agrees (True against an oracle; between two functions
+    without one, two NaNs prove nothing unless the caller says they should be equal).
+    """
+    metrics = drift_metrics(actual, expected, dtype, equal_nan=equal_nan)
     excess = tolerance_excess(actual, expected, budget) if budget.method == "tolerance" else None
-    return metrics, OK if within_budget(metrics, budget, excess) else DRIFT
+    verdict = OK if within_budget(metrics, budget, excess) else DRIFT
+    return Judgement(metrics, verdict, budget_use(metrics, budget, excess))
 
 
 def attribute(a_label: str, a_ok: bool, b_label: str, b_ok: bool) -> tuple[tuple[str, ...], str]:

@@ -25,9 +25,9 @@ from xattn.backends.calls import FRAMEWORK_NAMES, OUTPUT, call, is_array
 from xattn.bridge.trees import leaves
 from xattn.numerics.budget import reference_budget
 from xattn.numerics.judge import OK
-from xattn.numerics.naive import naive_repeats
 from xattn.porting.infer import infer_framework
-from xattn.porting.rows import PortPair, PortRow, judge_pair, run_dtype, unattributed
+from xattn.porting.references import as_float64, fallback_note, naive_runs_of
+from xattn.porting.rows import PortPair, PortRow, judge_pair, run_dtype_of, unattributed
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -36,10 +36,15 @@ class DriftReport:
 
     names: tuple[str, str]
     frameworks: tuple[str, str]
+    #: The run dtype every value is judged in: the inputs' (see ``dtype_reason``).
     dtype: str
     basis: str
     sides: tuple[PortRow, ...]
     pairs: tuple[PortPair, ...]
+    #: What decided the run dtype, in words.
+    dtype_reason: str = ""
+    #: What the report must say beyond its rows (a budget that fell back to a tolerance, and why).
+    notes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -69,17 +74,27 @@ def check_port(
     atol: float | None = None,
     grad: bool = False,
     grad_reference: Callable | None = None,
+    equal_nan: bool = False,
 ) -> DriftReport:
     """Run ``fn_a`` and ``fn_b`` on the same ``inputs`` (NumPy, JAX or torch arrays; other values as they are).
 
+    Every value is judged in the *run dtype*, the floating inputs' dtype (the most precise of
+    them where they mix; float32 where there are none), never in what a side returned: a side whose
+    value comes back in another dtype is drift, and the report says so.
+
     ``reference``: a NumPy function of the same inputs; called on float64 copies it is the oracle,
-    called on the inputs as they are it is the naive same-dtype computation behind the budget.
+    and its run in the run dtype is the naive same-dtype computation behind the budget: a reference
+    naming a ``dtype`` keyword (``xattn.reference``, ``xattn.layer_reference``, :func:`xattn.staged`
+    ones) is called with ``dtype=<run dtype>``, any other on the inputs as they are; where that gives
+    no run in the run dtype, torch.testing's tolerance stands in and the report says why.
     ``frameworks``: what each function takes (``"jax"``, ``"torch"``, ``"numpy"``); guessed by
     :func:`~xattn.porting.infer.infer_framework` when omitted. ``rtol``/``atol`` override
-    torch.testing's tolerance. ``grad``: also compare the gradients of ⟨out, C⟩ (a fixed random C)
-    with respect to every floating-point input, jax.vjp against torch.autograd, as ``grad/<input>``
-    rows with the same budget and attribution (``grad_reference``: their float64 oracle; see
-    :mod:`xattn.porting.gradients`).
+    torch.testing's tolerance. ``equal_nan``: without a reference, whether a NaN on both sides
+    agrees (default no: two NaNs prove nothing; against a reference, a NaN where the oracle has one
+    is right). A value of which nothing finite was compared is never ok. ``grad``: also compare the
+    gradients of ⟨out, C⟩ (a fixed random C) with respect to every floating-point input, jax.vjp
+    against torch.autograd, as ``grad/<input>`` rows with the same budget and attribution
+    (``grad_reference``: their float64 oracle; see :mod:`xattn.porting.gradients`).
     """
     from xattn.bridge import to_numpy
 
@@ -92,21 +107,25 @@ def check_port(
     host = [to_numpy(v) if is_array(v) else v for v in inputs]
     out_a, out_b = call(fn_a, frameworks[0], host), call(fn_b, frameworks[1], host)
     _check_same_structure(names, out_a, out_b)
-    dtype = str(out_a[0][1].dtype) if out_a else "float32"
+    dtype, dtype_reason = run_dtype_of(host)
+    notes = []
     if reference is None:
-        sides, pairs = _unattributed(names, out_a, out_b, rtol, atol)
+        sides = [unattributed(names, path, a, b, dtype, rtol, atol, equal_nan=equal_nan)
+                 for (path, a), (_, b) in zip(out_a, out_b)]
+        pairs = []
         basis = f"{names[0]} against {names[1]}, no reference"
     else:
-        sides, pairs = _attributed(names, out_a, out_b, reference, host, rtol, atol)
+        sides, pairs = _attributed(names, out_a, out_b, reference, host, dtype, rtol, atol, notes)
         basis = "each against the float64 reference"
     if grad:
         from xattn.porting.gradients import gradient_rows
 
-        grad_sides, grad_pairs = gradient_rows(fn_a, fn_b, frameworks, names, host, reference=reference,
-                                               grad_reference=grad_reference, rtol=rtol, atol=atol, outputs=out_a)
+        grad_sides, grad_pairs = gradient_rows(fn_a, fn_b, frameworks, names, host, dtype, reference=reference,
+                                               grad_reference=grad_reference, rtol=rtol, atol=atol, outputs=out_a,
+                                               equal_nan=equal_nan, notes=notes)
         sides, pairs = [*sides, *grad_sides], [*pairs, *grad_pairs]
     return DriftReport(names=names, frameworks=frameworks, dtype=dtype, basis=basis, sides=tuple(sides),
-                       pairs=tuple(pairs))
+                       pairs=tuple(pairs), dtype_reason=dtype_reason, notes=tuple(notes))
 
 
 def _names(fn_a, fn_b, names) -> tuple[str, str]:
@@ -131,32 +150,20 @@ def _check_same_structure(names, out_a, out_b) -> None:
             )
 
 
-def _unattributed(names, out_a, out_b, rtol, atol):
-    return [unattributed(names, path, a, b, rtol, atol) for (path, a), (_, b) in zip(out_a, out_b)], []
-
-
-def _attributed(names, out_a, out_b, reference, host, rtol, atol):
-    as_f64 = [np.asarray(v, dtype=np.float64) if _is_float_array(v) else v for v in host]
-    oracle = dict(leaves(reference(*as_f64), OUTPUT))
-    try:
-        naive = dict(leaves(reference(*host), OUTPUT))
-    except Exception:  # a reference that cannot run in the run dtype: fall back to the tolerance
-        naive = {}
-    repeats = [dict(leaves(run, OUTPUT)) for run in naive_repeats(reference, naive.values(),
-                                                                  lambda seed: reference(*host, rounding_seed=seed))]
+def _attributed(names, out_a, out_b, reference, host, dtype, rtol, atol, notes):
+    oracle = dict(leaves(reference(*as_float64(host)), OUTPUT))
+    runs = [dict(leaves(run, OUTPUT)) for run in naive_runs_of(reference, host, dtype, notes, "of the outputs")]
     sides, pairs = [], []
     for (path, a), (_, b) in zip(out_a, out_b):
         if path not in oracle:
             raise ValueError(f"check_port: the reference returned no {path}; it returned {sorted(oracle)}")
         expected = np.asarray(oracle[path], dtype=np.float64)
-        dtype = run_dtype(a)
-        runs = [naive[path], *(run[path] for run in repeats)] if path in naive else []
-        budget = reference_budget(runs, expected, dtype, rtol, atol)
+        leaf_runs = [run[path] for run in runs if path in run]
+        budget = reference_budget(leaf_runs, expected, dtype, rtol, atol)
+        note = fallback_note(path, leaf_runs[0] if leaf_runs else None, dtype, budget)
+        if note:
+            notes.append(note)
         rows, pair = judge_pair(path, names, a, b, expected, dtype, budget)
         sides += rows
         pairs.append(pair)
     return sides, pairs
-
-
-def _is_float_array(value) -> bool:
-    return isinstance(value, np.ndarray) and (value.dtype.kind == "f" or str(value.dtype) == "bfloat16")

@@ -19,9 +19,11 @@ import numpy as np
 
 from xattn.backends.calls import call, cotangent_like, differentiable, float64_vjp, vjp
 from xattn.backends.frameworks import FRAMEWORKS
+from xattn.contract.spec import numpy_dtype
 from xattn.numerics.budget import floored, reference_budget
 from xattn.numerics.naive import naive_repeats
-from xattn.porting.rows import judge_pair, run_dtype, unattributed
+from xattn.porting.references import as_float64, fallback_note, takes_keyword
+from xattn.porting.rows import judge_pair, unattributed
 
 #: Prefix of a gradient row's quantity: ``grad/x``, ``grad/wq``...
 GRAD = "grad/"
@@ -38,8 +40,8 @@ def input_names(fn, count: int) -> tuple[str, ...]:
     return tuple(names + [f"inputs[{i}]" for i in range(len(names), count)])
 
 
-def gradient_rows(fn_a, fn_b, frameworks, names, host, *, reference=None, grad_reference=None, rtol=None,
-                  atol=None, outputs=None):
+def gradient_rows(fn_a, fn_b, frameworks, names, host, dtype, *, reference=None, grad_reference=None, rtol=None,
+                  atol=None, outputs=None, equal_nan=False, notes=None):
     """check_port's gradient rows and pairs: one ``grad/<input>`` row per function (or per pair).
 
     The oracle is ``grad_reference(*inputs, cotangent=C)`` on float64 copies, returning gradients
@@ -48,8 +50,12 @@ def gradient_rows(fn_a, fn_b, frameworks, names, host, *, reference=None, grad_r
     forward ``reference``, ``fn_a`` run in float64 stands in as the oracle (JAX under x64) and the
     budget is torch.testing's tolerance around it (one sample of a's own rounding is no yardstick).
     Without either, ``a`` is held to that tolerance around ``b``, as outputs are. ``outputs``: the
-    forward's ``[(path, array)]`` (for C's shapes).
+    forward's ``[(path, array)]`` (for C's shapes). Every gradient is judged in the run ``dtype``, C
+    is drawn in it, and a grad_reference naming a ``dtype`` keyword is asked for it (as
+    :func:`~xattn.porting.check.check_port` asks an output reference); ``notes`` collects what the
+    report must say (a budget that fell back to the tolerance).
     """
+    notes = [] if notes is None else notes
     frameworks = tuple(frameworks)
     for name, framework in zip(names, frameworks):
         if framework not in FRAMEWORKS:
@@ -61,12 +67,13 @@ def gradient_rows(fn_a, fn_b, frameworks, names, host, *, reference=None, grad_r
     labels = input_names(fn_a, len(host))
     if outputs is None:
         outputs = call(fn_a, frameworks[0], host)
-    cotangents = {path: cotangent_like(array, index=i) for i, (path, array) in enumerate(outputs)}
+    run = numpy_dtype(dtype)
+    cotangents = {path: cotangent_like(np.empty(array.shape, run), index=i) for i, (path, array) in enumerate(outputs)}
     grads_a = vjp(fn_a, frameworks[0], host, cotangents, wrt)
     grads_b = vjp(fn_b, frameworks[1], host, cotangents, wrt)
     oracle = naive = None
     if grad_reference is not None:
-        oracle, naive = _reference_gradients(grad_reference, host, outputs, cotangents, labels, wrt)
+        oracle, naive = _reference_gradients(grad_reference, host, outputs, cotangents, labels, wrt, dtype, notes)
     elif reference is not None:
         oracle = float64_vjp(fn_a, frameworks[0], host, cotangents, wrt)  # naive stays None: tolerance
     sides, pairs = [], []
@@ -75,28 +82,37 @@ def gradient_rows(fn_a, fn_b, frameworks, names, host, *, reference=None, grad_r
         quantity = f"{GRAD}{labels[index]}"
         a, b = grads_a[k], grads_b[k]
         if oracle is None:
-            sides.append(unattributed(names, quantity, a, b, rtol, atol))
+            sides.append(unattributed(names, quantity, a, b, dtype, rtol, atol, equal_nan=equal_nan))
             continue
         expected = np.asarray(oracle[k], np.float64)
-        dtype = run_dtype(a)
         budget = reference_budget([] if naive is None else [run[k] for run in naive], expected, dtype, rtol, atol)
+        note = fallback_note(quantity, None if naive is None else naive[0][k], dtype, budget)
+        if note and grad_reference is not None:
+            notes.append(note)
         rows, pair = judge_pair(quantity, names, a, b, expected, dtype, floored(budget, expected, largest))
         sides += rows
         pairs.append(pair)
     return sides, pairs
 
 
-def _reference_gradients(grad_reference, host, outputs, cotangents, labels, wrt):
-    """``(oracle, naive runs)`` of a user's ``grad_reference``, each one array per differentiated input."""
+def _reference_gradients(grad_reference, host, outputs, cotangents, labels, wrt, dtype, notes):
+    """``(oracle, naive runs)`` of a user's ``grad_reference``, each one array per differentiated input.
+
+    The naive runs are None where the reference raises on the run-dtype inputs (``notes`` says so).
+    """
     cot = [cotangents[path] for path, _ in outputs]
     cot = cot[0] if len(cot) == 1 else cot
-    as_f64 = [np.asarray(v, np.float64) if differentiable(v) else v for v in host]
     f64_cot = np.asarray(cot, np.float64) if not isinstance(cot, list) else [np.asarray(c, np.float64) for c in cot]
-    oracle = _aligned(grad_reference(*as_f64, cotangent=f64_cot), labels, wrt)
-    naive = [_aligned(grad_reference(*host, cotangent=cot), labels, wrt)]
-    naive += [_aligned(run, labels, wrt) for run in naive_repeats(
-        grad_reference, naive[0], lambda seed: grad_reference(*host, cotangent=cot, rounding_seed=seed))]
-    return oracle, naive
+    oracle = _aligned(grad_reference(*as_float64(host), cotangent=f64_cot), labels, wrt)
+    keywords = {"cotangent": cot, **({"dtype": dtype} if takes_keyword(grad_reference, "dtype") else {})}
+    try:
+        first = _aligned(grad_reference(*host, **keywords), labels, wrt)
+    except Exception as error:  # a reference that cannot run in the run dtype: the tolerance stands in
+        notes.append(f"budget of the gradients: the grad_reference raised on the {dtype} inputs"
+                     f" ({type(error).__name__}), so torch.testing's tolerance stands in")
+        return oracle, None
+    repeats = naive_repeats(grad_reference, first, lambda seed: grad_reference(*host, **keywords, rounding_seed=seed))
+    return oracle, [first, *(_aligned(run, labels, wrt) for run in repeats)]
 
 
 def _aligned(grads, labels, wrt) -> list[np.ndarray]:

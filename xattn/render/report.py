@@ -12,7 +12,7 @@ import dataclasses
 from xattn._version import __version__
 from xattn.numerics.judge import UNSUPPORTED
 from xattn.render.schema import SCHEMA_ID
-from xattn.render.text import _count, _finite, _sci, _wrap, duration, page, render_as, tabulate
+from xattn.render.text import _count, _finite, _sci, _wrap, duration, page, render_as, share, tabulate
 from xattn.timing import NOISE_THRESHOLD
 
 # ---------------------------------------------------------------------------------------- JSON
@@ -36,6 +36,9 @@ def row_dict(row) -> dict:
         "max_ulp": _finite(drift.max_ulp) if drift else None,
         "dissimilarity": _finite(drift.dissimilarity) if drift else None,
         "nonfinite_mismatches": drift.nonfinite_mismatches if drift else None,
+        "uncompared": drift.uncompared if drift else None,
+        "ulp_at_scale": _finite(drift.ulp_at_scale) if drift else None,
+        "budget_use": _finite(row.budget_use),
         "budget": _finite(budget.max_abs) if budget else None,
         "budget_method": budget.method if budget else None,
         "naive_max_abs_err": _finite(budget.naive_max_abs_err) if budget else None,
@@ -112,7 +115,7 @@ def run_line(settings) -> str:
     return f"device {settings.device}; matmul precision {settings.matmul_precision}; threads {threads_text(settings)}"
 
 
-RESULT_HEADERS = ("backend", "variant", "verdict", "max err", "rel L2", "ULP", "budget", "median", "IQR",
+RESULT_HEADERS = ("backend", "variant", "verdict", "max err", "budget", "err/bud", "ULP", "median", "IQR",
                   "compile", "GFLOP/s")
 
 
@@ -130,9 +133,9 @@ def row_cells(row) -> dict[str, str]:
         row.variant if row.quantity == "out" else f"{row.variant}:{row.quantity}",
         row.verdict,
         _sci(drift.max_abs_err) if drift else "-",
-        _sci(drift.rel_l2_err) if drift else "-",
-        _count(drift.max_ulp) if drift else "-",
         _sci(row.budget.max_abs) if row.budget and row.budget.max_abs is not None else "-",
+        share(row.budget_use),
+        _count(drift.ulp_at_scale) if drift else "-",
         duration(timing.median_s) if timing else "-",
         iqr,
         duration(row.compile_s),

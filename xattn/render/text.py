@@ -49,8 +49,8 @@ def _finite(value):
 
 
 def _sci(value) -> str:
-    """An error or difference cell: ``"1.2e-06"``, ``"0"``, or ``"-"`` for None."""
-    if value is None:
+    """An error or difference cell: ``"1.2e-06"``, ``"0"``, or ``"-"`` for None or NaN (nothing compared)."""
+    if value is None or value != value:
         return "-"
     if value == 0:
         return "0"
@@ -58,10 +58,17 @@ def _sci(value) -> str:
 
 
 def _count(value) -> str:
-    """A count cell (ULPs): whole below 1e5, else scientific; ``"-"`` for None."""
-    if value is None:
+    """A count cell (ULPs): whole below 1e5, else scientific; ``"-"`` for None or NaN."""
+    if value is None or value != value:
         return "-"
     return f"{value:.0f}" if value < 1e5 else f"{value:.1e}"
+
+
+def share(value) -> str:
+    """An err / budget cell: ``"0.42"``, ``"3.1"``, ``"inf"``; ``"-"`` for None or NaN (nothing judged)."""
+    if value is None or value != value:
+        return "-"
+    return f"{value:.2f}" if value < 10 else f"{value:.3g}"
 
 
 def duration(seconds) -> str:
