@@ -101,3 +101,98 @@ def test_a_dtype_that_is_no_run_dtype_is_refused_with_the_choices(dtype):
     _, inputs, keywords = problem()
     with pytest.raises(ValueError, match="expected None, one of float32, float16, bfloat16, float64"):
         xattn.reference(inputs.x, *inputs.weights(), **keywords, dtype=np.dtype(getattr(ml_dtypes, dtype, dtype)))
+
+
+@xattn.staged
+def mlp_reference(x, params, mask, *, stage, activation="tanh"):
+    """A two-layer MLP written once: every op a framework would round goes through stage."""
+    h = stage(getattr(np, activation)(stage(stage(x @ params["w1"]) + params["b1"])))
+    out = stage(np.where(mask, stage(h @ params["w2"]), 0.0))
+    return {"out": out, "parts": (h, [stage(out.sum(axis=-1)), float(out.max())]), "mask": mask, "name": "mlp"}
+
+
+def mlp_inputs(dtype):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 8, 16)).astype(dtype)
+    params = {"w1": (rng.standard_normal((16, 32)) / 4).astype(dtype), "b1": rng.standard_normal(32).astype(dtype),
+              "w2": (rng.standard_normal((32, 8)) / 6).astype(dtype)}
+    return x, params, rng.random((4, 8, 8)) < 0.8
+
+
+def plain_mlp(x, params, mask):
+    h = np.tanh(x @ params["w1"] + params["b1"])
+    return np.where(mask, h @ params["w2"], 0.0), h
+
+
+def test_staged_keeps_the_name_and_shows_its_keywords_instead_of_stage():
+    import inspect
+
+    from xattn.numerics.naive import takes_rounding_seed
+
+    assert mlp_reference.__name__ == "mlp_reference" and "two-layer MLP" in mlp_reference.__doc__
+    parameters = inspect.signature(mlp_reference).parameters
+    assert list(parameters) == ["x", "params", "mask", "activation", "dtype", "rounding_seed"]
+    assert parameters["dtype"].default is None and parameters["dtype"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert takes_rounding_seed(mlp_reference)
+
+
+def test_staged_oracle_is_plain_float64_numpy():
+    x, params, mask = mlp_inputs(ml_dtypes.bfloat16)
+    got = mlp_reference(x, params, mask)
+    want_out, want_h = plain_mlp(x.astype(np.float64), {k: w.astype(np.float64) for k, w in params.items()}, mask)
+    np.testing.assert_array_equal(got["out"], want_out)
+    np.testing.assert_array_equal(got["parts"][0], want_h)
+    assert all(leaf.dtype == np.float64 for leaf in (got["out"], got["parts"][0], *got["parts"][1]))
+
+
+def test_staged_naive_run_in_bfloat16_is_bfloat16_off_by_bfloat16_rounding():
+    x, params, mask = mlp_inputs(ml_dtypes.bfloat16)
+    oracle = mlp_reference(x, params, mask)
+    naive = mlp_reference(x, params, mask, dtype="bfloat16")
+    for got, want in [(naive["out"], oracle["out"]), (naive["parts"][0], oracle["parts"][0]),
+                      (naive["parts"][1][0], oracle["parts"][1][0])]:
+        assert got.dtype == ml_dtypes.bfloat16
+        error = np.abs(got.astype(np.float64) - want).max() / np.abs(want).max()
+        assert 2.0**-12 < error < 2.0**-4  # bfloat16's eps is 2**-7; float32 rounding would be ~1e-7
+    assert naive["parts"][1][1].dtype == ml_dtypes.bfloat16  # a Python float output too
+    np.testing.assert_array_equal(mlp_reference(x, params, mask, dtype=ml_dtypes.bfloat16)["out"], naive["out"])
+
+
+def test_staged_passes_what_is_not_floating_as_it_is():
+    x, params, mask = mlp_inputs(np.float32)
+    seen = {}
+
+    @xattn.staged
+    def spy(x, lengths, mask, scale, label, *, stage):
+        seen.update(x=x.dtype, lengths=lengths, mask=mask, scale=scale, label=label)
+        return stage(x * scale), lengths
+
+    lengths = np.array([3, 5], dtype=np.int32)
+    out, lengths_out = spy(x, lengths, mask, 0.5, "tag", dtype="float16")
+    assert seen["x"] == np.float32 and out.dtype == np.float16
+    assert seen["lengths"] is lengths and lengths_out is lengths and seen["mask"] is mask
+    assert seen["scale"] == 0.5 and type(seen["scale"]) is float and seen["label"] == "tag"
+    assert mlp_reference(x, params, mask, dtype="float32")["name"] == "mlp"
+    assert mlp_reference(x, params, mask, dtype="float32", activation="sin")["out"].dtype == np.float32
+
+
+def test_staged_rebuilds_nested_outputs_and_rounds_at_random_with_a_seed():
+    x, params, mask = mlp_inputs(np.float16)
+    nearest = mlp_reference(x, params, mask, dtype="float16")
+    random = mlp_reference(x, params, mask, dtype="float16", rounding_seed=1)
+    assert set(nearest) == {"out", "parts", "mask", "name"}
+    assert isinstance(nearest["parts"], tuple) and isinstance(nearest["parts"][1], list)
+    assert nearest["out"].dtype == random["out"].dtype == np.float16
+    assert not np.array_equal(nearest["out"], random["out"])
+    np.testing.assert_array_equal(random["out"], mlp_reference(x, params, mask, dtype="float16",
+                                                                rounding_seed=1)["out"])
+    oracle = mlp_reference(x, params, mask)["out"]
+    error = np.abs(nearest["out"].astype(np.float64) - oracle).max()
+    assert error / 4 <= np.abs(random["out"].astype(np.float64) - oracle).max() <= 4 * error
+
+
+def test_staged_wants_a_stage_parameter_and_leaves_it_the_dtype_keywords():
+    with pytest.raises(TypeError, match="expected a function with a `stage` keyword; got plain_mlp"):
+        xattn.staged(plain_mlp)
+    with pytest.raises(TypeError, match="without dtype parameters"):
+        xattn.staged(lambda x, *, stage, dtype: x)

@@ -3,7 +3,8 @@
 A naive computation evaluates the math in the run dtype and rounds every stage's result to it, as
 an eager framework would (:func:`~xattn.numerics.stages.stage_rounding`). xattn's attention has one:
 :func:`xattn.reference` given a run dtype, which :func:`naive_attention` calls on an
-:class:`~xattn.contract.spec.AttentionInputs`.
+:class:`~xattn.contract.spec.AttentionInputs`; a user's NumPy function gets one through
+:func:`xattn.staged`.
 
 One naive run is one draw of rounding error per element, and the largest of a few draws is a poor
 estimate of what rounding can do: a 4-element bias gradient's naive error can land at half its
