@@ -20,6 +20,7 @@ _EXPORTS = {
     "reference": "xattn.numerics.oracle",
     "fullrank_reference": "xattn.numerics.oracle",
     "bmm_reference": "xattn.numerics.oracle",
+    "staged": "xattn.numerics.stages",
     "variants": "xattn.api",
     "attention": "xattn.api",
     "build": "xattn.api",

@@ -1,7 +1,7 @@
 """``xattn.compare``: every (backend, variant) on one problem, against the float64 oracle, timed fairly.
 
-1. Seeded inputs in the run dtype; the float64 oracle and the naive same-dtype computation
-   (:func:`xattn.numerics.naive.naive_attention`) on those very bits give each row's budget.
+1. Seeded inputs in the run dtype; the float64 oracle and the naive same-dtype computation on
+   those very bits (:func:`xattn.reference` without and with the run dtype) give each row's budget.
 2. Inside the run's numerics settings (matmul precision for every framework, x64 for float64,
    torch's threads equal to XLA's), each variant is compiled (timed apart), called once, and its
    output bridged back to NumPy for the drift metrics. A variant that raises becomes an ``error``
@@ -24,7 +24,7 @@ from xattn.comparison.settings import Plan, RunSettings, make_plan
 from xattn.contract.spec import AttentionSpec, make_inputs
 from xattn.numerics.budget import naive_budget
 from xattn.numerics.judge import NOT_RUN
-from xattn.numerics.naive import naive_attention, naive_runs
+from xattn.numerics.naive import naive_runs
 from xattn.timing import Candidate, attention_flops, timed
 
 
@@ -66,11 +66,10 @@ def run(plan: Plan, spec: AttentionSpec, settings: RunSettings, progress=None) -
 
     say = progress or (lambda line: None)
     inputs = make_inputs(spec)
-    oracle = reference(
-        inputs.x, *inputs.weights(), kv=inputs.kv, causal=spec.causal, key_lengths=inputs.key_lengths, scale=spec.scale
-    )
-    naive = naive_runs(lambda seed: naive_attention(inputs, causal=spec.causal, scale=spec.scale, dtype=spec.dtype,
-                                                    rounding_seed=seed), oracle.size, spec.dtype)
+    problem = dict(kv=inputs.kv, causal=spec.causal, key_lengths=inputs.key_lengths, scale=spec.scale)
+    oracle = reference(inputs.x, *inputs.weights(), **problem)
+    naive = naive_runs(lambda seed: reference(inputs.x, *inputs.weights(), **problem, dtype=spec.dtype,
+                                              rounding_seed=seed), oracle.size, spec.dtype)
     budget = naive_budget(naive, oracle, spec.dtype)
     record = _record(plan, spec, settings)
     with _run_settings(plan.backends, settings.matmul_precision, spec.dtype == "float64", record.threads):

@@ -1,58 +1,39 @@
 """Float64 NumPy oracles: the exact answers every backend's output is measured against.
 
 Inputs are taken as they are (already rounded to the run dtype) and promoted to float64, so the
-oracle answers the question "what would exact arithmetic give on these very bits".
+oracle answers the question "what would exact arithmetic give on these very bits". :func:`reference`
+given a run dtype is the naive computation in that dtype instead; it and
+:func:`xattn.layer_reference` are one staged forward (:mod:`xattn.numerics.layer_oracle`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from xattn.bridge import framework_of
 from xattn.contract.shapes import attention_dims, default_scale
+from xattn.numerics.layer_oracle import attention_probs, contract, host_array, key_mask_BTS, layer_reference
 
 
 def _f64(array) -> np.ndarray:
-    if framework_of(array) == "torch":
-        return array.detach().cpu().double().numpy()
-    return np.asarray(array).astype(np.float64)
+    return host_array(array, np.float64)
 
 
-def key_mask_BTS(B: int, T: int, S: int, causal: bool, key_lengths) -> np.ndarray | None:
-    """Boolean mask (B,T,S), True where a query may attend a key; ``None`` when nothing is masked."""
-    if not causal and key_lengths is None:
-        return None
-    mask = np.ones((B, T, S), dtype=bool)
-    if causal:
-        mask &= np.tril(np.ones((T, S), dtype=bool))[None]
-    if key_lengths is not None:
-        lengths = np.asarray(_f64(key_lengths), dtype=np.int64)
-        mask &= (np.arange(S)[None, :] < lengths[:, None])[:, None, :]
-    return mask
+def _exact(array) -> np.ndarray:
+    return array
 
 
-def _softmax_probs(Q_BTHD, K_BSGD, H, G, scale, mask_BTS):
-    B, T, _, D = Q_BTHD.shape
-    Q_BTGRD = Q_BTHD.reshape(B, T, G, H // G, D)
-    logits_BGRTS = np.einsum("BTGRD,BSGD->BGRTS", Q_BTGRD, K_BSGD) * scale
-    if mask_BTS is not None:
-        logits_BGRTS = np.where(mask_BTS[:, None, None], logits_BGRTS, -np.inf)
-    logits_BGRTS -= logits_BGRTS.max(axis=-1, keepdims=True)
-    P_BGRTS = np.exp(logits_BGRTS)
-    return P_BGRTS / P_BGRTS.sum(axis=-1, keepdims=True)
+def reference(x, wq, wk, wv, wo, *, kv=None, causal=False, key_lengths=None, scale=None, dtype=None,
+              rounding_seed=None) -> np.ndarray:
+    """Exact multi-head attention of the contract in float64 (``dtype=None``): out (B,T,E).
 
-
-def reference(x, wq, wk, wv, wo, *, kv=None, causal=False, key_lengths=None, scale=None) -> np.ndarray:
-    """Exact multi-head attention of the contract in float64: out (B,T,E)."""
-    kv = x if kv is None else kv
-    B, T, S, E, H, G, D = attention_dims(x, kv, wq, wk, wv, wo, causal=causal, key_lengths=key_lengths)
-    X_BTE, Y_BSE = _f64(x), _f64(kv)
-    Q_BTHD = np.einsum("BTE,HED->BTHD", X_BTE, _f64(wq))
-    K_BSGD = np.einsum("BSE,GED->BSGD", Y_BSE, _f64(wk))
-    V_BSGD = np.einsum("BSE,GED->BSGD", Y_BSE, _f64(wv))
-    P_BGRTS = _softmax_probs(Q_BTHD, K_BSGD, H, G, default_scale(D, scale), key_mask_BTS(B, T, S, causal, key_lengths))
-    O_BTHD = np.einsum("BGRTS,BSGD->BTGRD", P_BGRTS, V_BSGD).reshape(B, T, H, D)
-    return np.einsum("BTHD,HDE->BTE", O_BTHD, _f64(wo))
+    ``dtype`` (``"float32"``, ``"float16"``, ``"bfloat16"``, or a NumPy/ml_dtypes dtype) gives the naive
+    computation in that dtype instead, returned in it: every stage (the projections, Q·Kᵀ, the
+    scaling, the softmax, P·V, the output projection) accumulated in float32 and rounded to
+    ``dtype``, as an eager framework rounds every op's output; ``rounding_seed``: at random
+    (:func:`xattn.numerics.stages.stage_rounding`). :func:`xattn.layer_reference` without biases.
+    """
+    return layer_reference(x, wq, wk, wv, wo, kv=kv, causal=causal, key_lengths=key_lengths, scale=scale,
+                           dtype=dtype, rounding_seed=rounding_seed)
 
 
 def fullrank_reference(x, wq, wk, wh, *, kv=None, causal=False, key_lengths=None, scale=None) -> np.ndarray:
@@ -67,11 +48,11 @@ def fullrank_reference(x, wq, wk, wh, *, kv=None, causal=False, key_lengths=None
         raise ValueError(f"wh (H,E,E): expected shape {(H, E, E)}; got {wh_shape}")
     B, T, S, E, H, G, D = attention_dims(x, kv, wq, wk, None, None, causal=causal, key_lengths=key_lengths)
     X_BTE, Y_BSE = _f64(x), _f64(kv)
-    Q_BTHD = np.einsum("BTE,HED->BTHD", X_BTE, _f64(wq))
-    K_BSGD = np.einsum("BSE,GED->BSGD", Y_BSE, _f64(wk))
-    P_BGRTS = _softmax_probs(Q_BTHD, K_BSGD, H, G, default_scale(D, scale), key_mask_BTS(B, T, S, causal, key_lengths))
-    P_BHTS = P_BGRTS.reshape(B, H, T, S)
-    return np.einsum("BHTS,BSE,HEF->BTF", P_BHTS, Y_BSE, _f64(wh))
+    Q_BTGRD = contract("BTE,HED->BTHD", X_BTE, _f64(wq)).reshape(B, T, G, H // G, D)
+    K_BSGD = contract("BSE,GED->BSGD", Y_BSE, _f64(wk))
+    mask_BTS = key_mask_BTS(B, T, S, causal, key_lengths)
+    P_BHTS = attention_probs(Q_BTGRD, K_BSGD, default_scale(D, scale), mask_BTS, _exact).reshape(B, H, T, S)
+    return contract("BHTS,BSE,HEF->BTF", P_BHTS, Y_BSE, _f64(wh))
 
 
 BMM_LAYOUTS = {
@@ -100,4 +81,4 @@ def check_bmm(m1, m2, layout: str) -> str:
 
 def bmm_reference(m1, m2, *, layout: str = "leading") -> np.ndarray:
     """Float64 batched matrix product in the given batch-axis layout."""
-    return np.einsum(check_bmm(m1, m2, layout), _f64(m1), _f64(m2))
+    return contract(check_bmm(m1, m2, layout), _f64(m1), _f64(m2))
