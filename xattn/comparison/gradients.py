@@ -32,8 +32,8 @@ def compare_gradients(plan, spec, inputs, device, progress=None):
     cross = inputs.kv is not inputs.x
     host = [inputs.x, *([inputs.kv] if cross else []), *inputs.weights()]
     labels = ["x", *(["kv"] if cross else []), "wq", "wk", "wv", "wo"]
-    budgets, oracle = _budgets(spec, inputs, cross, labels)
     C = calls.cotangent_like(np.zeros(inputs.x.shape, numpy_dtype(spec.dtype)))
+    budgets, oracle = _budgets(spec, inputs, cross, labels, C)
     rows, values = [], {}
     for backend, variant in plan:
         say(f"differentiating {backend}/{variant}")
@@ -52,9 +52,8 @@ def compare_gradients(plan, spec, inputs, device, progress=None):
     return rows, values
 
 
-def _budgets(spec, inputs, cross, labels):
+def _budgets(spec, inputs, cross, labels, C):
     """The float64 oracle of every gradient and its budget (the naive run's, floored for structural zeros)."""
-    C = calls.cotangent_like(np.zeros(inputs.x.shape, numpy_dtype(spec.dtype)))
     common = dict(kv=inputs.kv if cross else None, causal=spec.causal, key_lengths=inputs.key_lengths, scale=spec.scale)
     oracle = reference_vjp(inputs.x, *inputs.weights(), cotangent=C.astype(np.float64), **common)
     naive = naive_runs(lambda seed: reference_vjp(inputs.x, *inputs.weights(), cotangent=C, dtype=spec.dtype,

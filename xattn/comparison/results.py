@@ -194,6 +194,3 @@ class SweepReport(_Rendered):
         from xattn.render.plot import plot_sweep
 
         return plot_sweep(self, path, **options)
-
-    def __str__(self) -> str:
-        return self.render("table")
