@@ -60,3 +60,22 @@ def test_a_pair_with_a_side_that_did_not_run_is_not_compared():
     assert found.attribution == "n/a: jax/sdpa unsupported" and found.over_budget == () and found.max_abs_diff is None
     found = not_compared("jax/x", ERROR, "torch/x", ERROR)
     assert found.over_budget == ("jax/x", "torch/x") and not is_disagreement(found.attribution)
+
+
+def test_ulp_at_scale_counts_rounding_steps_at_the_budgets_scale():
+    """A structurally zero gradient is counted in steps at its floor's scale, not its own (~0) one."""
+    from xattn.numerics.budget import floored
+
+    expected = np.linspace(-1.0, 1.0, 64)
+    actual = expected + 3 * np.spacing(np.float32(1.0))  # three float32 steps at the largest element
+    plain = judge(actual.astype(np.float32), expected, "float32", naive_budget([expected.astype(np.float32)],
+                                                                              expected, "float32"))
+    assert plain.metrics.ulp_at_scale == pytest.approx(3.0, rel=0.2)
+
+    zero = np.zeros(8)  # exactly zero in exact arithmetic; the other gradients are ~100
+    noise = np.full(8, 1e-5, np.float32)
+    budget = floored(naive_budget([noise], zero, "float32"), zero, largest=100.0)
+    judged = judge(noise, zero, "float32", budget)
+    assert judged.verdict == OK
+    step = float(np.spacing(np.float32(100.0)))
+    assert judged.metrics.ulp_at_scale == pytest.approx(1e-5 / step, rel=1e-3)  # ~1.3, not ~1e40

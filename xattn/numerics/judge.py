@@ -69,10 +69,25 @@ def judge(actual, expected, dtype: str, budget: Budget, *, equal_nan: bool = Tru
     ``equal_nan``: whether a NaN on both sides agrees (True against an oracle; between two functions
     without one, two NaNs prove nothing unless the caller says they should be equal).
     """
-    metrics = drift_metrics(actual, expected, dtype, equal_nan=equal_nan)
+    metrics = at_budget_scale(drift_metrics(actual, expected, dtype, equal_nan=equal_nan), budget)
     excess = tolerance_excess(actual, expected, budget) if budget.method == "tolerance" else None
     verdict = OK if within_budget(metrics, budget, excess) else DRIFT
     return Judgement(metrics, verdict, budget_use(metrics, budget, excess))
+
+
+def at_budget_scale(metrics: DriftMetrics, budget: Budget) -> DriftMetrics:
+    """``metrics`` with ``ulp_at_scale`` counted in the budget's rounding step where that is coarser.
+
+    A structurally zero gradient (:func:`~xattn.numerics.budget.floored`) has an oracle of ~0, where
+    one ulp is tiny; its rounding step, and so its ULP figure, is taken at the scale of the other
+    gradients of the same loss, as its budget is.
+    """
+    step = budget.rounding_step
+    if not step or not metrics.compared or not metrics.max_abs_err:  # nothing to rescale
+        return metrics
+    if step <= metrics.max_abs_err / metrics.ulp_at_scale:  # the output's own step is the coarser
+        return metrics
+    return dataclasses.replace(metrics, ulp_at_scale=metrics.max_abs_err / step)
 
 
 def attribute(a_label: str, a_ok: bool, b_label: str, b_ok: bool) -> tuple[tuple[str, ...], str]:

@@ -58,9 +58,11 @@ def _sci(value) -> str:
 
 
 def _count(value) -> str:
-    """A count cell (ULPs): whole below 1e5, else scientific; ``"-"`` for None or NaN."""
+    """A ULP cell: one decimal below 10, whole below 1e5, else scientific; ``"-"`` for None or NaN."""
     if value is None or value != value:
         return "-"
+    if value < 10:
+        return f"{value:.1f}"
     return f"{value:.0f}" if value < 1e5 else f"{value:.1e}"
 
 
