@@ -250,3 +250,32 @@ def test_perturbing_one_element_by_four_budgets_fails_the_port():
         assert verdicts(report)[("torch_perturbed", "out")] == "drift", str(report)
 
     property_()
+
+
+def _grad_ports(**options):
+    def jax_port(x, wq, wk, wv, wo):
+        return xattn.attention(x, wq, wk, wv, wo, causal=True, backend="jax", variant="einsum", **options)
+
+    def torch_port(x, wq, wk, wv, wo):
+        return xattn.attention(x, wq, wk, wv, wo, causal=True, backend="torch", variant="einsum")
+
+    return jax_port, torch_port
+
+
+@pytest.mark.parametrize("dtype", ("float16", "bfloat16"))
+def test_half_precision_gradients_are_judged_against_reference_vjp_in_the_run_dtype(dtype):
+    """reference_vjp gives the gradients' naive same-dtype run: correct ports pass, a missing scale fails."""
+    import functools
+
+    require_backend("jax")
+    require_backend("torch")
+    inputs = xattn.make_inputs(xattn.AttentionSpec(batch=2, q_len=16, embed=32, heads=4, dtype=dtype, causal=True))
+    options = dict(reference=functools.partial(xattn.reference, causal=True), grad=True,
+                   grad_reference=functools.partial(xattn.reference_vjp, causal=True), frameworks=("jax", "torch"))
+    right = xattn.check_port(*_grad_ports(), inputs.x, *inputs.weights(), **options)
+    assert right.ok, str(right)
+    assert {side.output for side in right.sides} == {"out", "grad/x", "grad/wq", "grad/wk", "grad/wv", "grad/wo"}
+    assert all(side.budget.method == "naive" and side.budget.dtype == dtype for side in right.sides), str(right)
+    wrong = xattn.check_port(*_grad_ports(scale=1.0), inputs.x, *inputs.weights(), **options)
+    over = {pair.output for pair in wrong.pairs if pair.over_budget == ("jax_port",)}
+    assert {"out", "grad/x", "grad/wq", "grad/wk"} <= over, str(wrong)
