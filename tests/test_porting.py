@@ -101,6 +101,27 @@ def test_gradients_agree_after_a_port(src_kind, dst_kind):
     assert all(pair.attribution == "rounding noise" for pair in report.pairs)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_layers_pass_with_the_naive_budget(dtype):
+    """check_layers in float16/bfloat16: the layer oracle's staged run gives the budget, no false alarm."""
+    import torch
+
+    src = randomize(build(TORCH_MHA))
+    src.to(getattr(torch, dtype))
+    require_backend("jax")
+    import jax.numpy as jnp
+    from flax import nnx
+
+    dst = nnx.MultiHeadAttention(H, E, decode=False, rngs=nnx.Rngs(0), dtype=getattr(jnp, dtype),
+                                 param_dtype=getattr(jnp, dtype))
+    xattn.port_weights(src, dst)
+    x = xattn.make_inputs(xattn.AttentionSpec(batch=2, q_len=6, embed=E, heads=H, dtype=dtype)).x
+    report = xattn.check_layers(src, dst, x, causal=True, key_lengths=LENGTHS, grad=True)
+    assert report.ok, str(report)
+    assert report.dtype == dtype and len(report.sides) == 20
+    assert all(side.budget.method == "naive" and side.budget.dtype == dtype for side in report.sides), str(report)
+
+
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_torch_mha_round_trip_through_flax_is_bit_exact(batch_first):
     torch_layer = randomize(build(TORCH_MHA, batch_first=batch_first))
