@@ -434,15 +434,31 @@ def test_copy_true_is_independent(source, target, jax, torch):
         assert result.flags.writeable
 
 
-def test_jax_to_numpy_view_is_read_only_and_shares_into_torch(jax, torch):
+def test_jax_to_numpy_view_is_read_only_and_reaches_torch_as_a_copy(jax, torch):
     array = jax.numpy.arange(3.0)
     view = xattn.to_numpy(array)
     assert not view.flags.writeable and buffer_pointer(view) == buffer_pointer(array)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.simplefilter("error")  # no "non-writable tensors" warning from torch: nothing is shared
         tensor = xattn.to_torch(view)
-    assert tensor.data_ptr() == buffer_pointer(array)
-    assert buffer_pointer(xattn.to_jax(view, copy=False)) == buffer_pointer(array)
+    assert tensor.data_ptr() != buffer_pointer(array) and tensor.tolist() == [0.0, 1.0, 2.0]
+    tensor.fill_(7)  # a write through torch must not reach the read-only view, nor the JAX array
+    assert view.tolist() == [0.0, 1.0, 2.0] and (array + 0).tolist() == [0.0, 1.0, 2.0]
+    assert buffer_pointer(xattn.to_jax(view, copy=False)) == buffer_pointer(array)  # JAX never writes
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int4"])
+def test_read_only_numpy_becomes_a_torch_copy_and_copy_false_refuses(dtype, torch):
+    values = random_bits(dtype)
+    values.flags.writeable = False
+    tensor = xattn.to_torch(values)
+    assert tensor.data_ptr() != buffer_pointer(values)
+    assert_same_bits(tensor, values)
+    assert buffer_pointer(xattn.to_torch(values, copy=True)) != buffer_pointer(values)
+    with pytest.raises(BridgeError, match="expected a writable NumPy array; got a read-only one.*Pass copy=None"):
+        xattn.to_torch(values, copy=False)
+    writable = np.array(values)
+    assert xattn.to_torch(writable, copy=False).data_ptr() == buffer_pointer(writable)
 
 
 # ---------------------------------------------------------------------------------------- pytrees

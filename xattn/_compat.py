@@ -55,11 +55,24 @@ def jax_x64(enabled: bool):
         jax.config.update("jax_enable_x64", before)
 
 
+@functools.cache
 def jax_has_dtype(name: str) -> bool:
+    """Whether JAX can hold an array of dtype ``name`` (probed once per name with a one-element array)."""
+    import jax
     import jax.numpy as jnp
+    import numpy as np
 
     # JAX 0.4.38 has float8_e3m4 and float8_e4m3 but not float8_e8m0fnu or float4_e2m1fn, which 0.10 has.
-    return hasattr(jnp, name)
+    # JAX 0.10.2 names float6_e2m3fn and float6_e3m2fn in jax.numpy, but its XLA holds no array of them
+    # ("Invalid XLA PrimitiveType: 36"), so a name alone proves nothing: a one-element array must exist.
+    dtype = getattr(jnp, name, None)
+    if dtype is None:
+        return False
+    try:
+        jax.device_put(np.zeros(1, np.dtype(dtype))).block_until_ready()
+    except Exception:  # noqa: BLE001 - any refusal means "JAX holds no such array"
+        return False
+    return True
 
 
 @functools.cache
