@@ -55,24 +55,46 @@ def jax_x64(enabled: bool):
         jax.config.update("jax_enable_x64", before)
 
 
-@functools.cache
 def jax_has_dtype(name: str) -> bool:
-    """Whether JAX can hold an array of dtype ``name`` (probed once per name with a one-element array)."""
+    """Whether JAX can hold an array of dtype ``name`` and compute on it (see jax_dtype_problem)."""
+    return jax_dtype_problem(name) is None
+
+
+@functools.cache
+def jax_dtype_problem(name: str) -> str | None:
+    """None where JAX holds and computes on arrays of dtype ``name``, else what goes wrong.
+
+    A name in jax.numpy proves little, so the ml_dtypes kinds are probed once each, on a two-element
+    array: put on the device, then cast to float32 (the first thing anyone does with int4 weights).
+    - JAX 0.4.38 has float8_e3m4 and float8_e4m3 but not float8_e8m0fnu or float4_e2m1fn, which 0.10 has.
+    - JAX 0.10.2 names float6_e2m3fn and float6_e3m2fn, but its XLA holds no array of them
+      ("Invalid XLA PrimitiveType: 36").
+    - JAX 0.10.2 holds int1 and uint1 arrays but every operation on one fails
+      ("RuntimeProgramInputMismatch ... pred[1,2] ... u1[1,2]", "Expected comparison type UNSIGNED").
+    """
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    # JAX 0.4.38 has float8_e3m4 and float8_e4m3 but not float8_e8m0fnu or float4_e2m1fn, which 0.10 has.
-    # JAX 0.10.2 names float6_e2m3fn and float6_e3m2fn in jax.numpy, but its XLA holds no array of them
-    # ("Invalid XLA PrimitiveType: 36"), so a name alone proves nothing: a one-element array must exist.
     dtype = getattr(jnp, name, None)
     if dtype is None:
-        return False
+        return f"JAX has no {name} dtype"
+    if name not in ml_dtypes_names():
+        return None  # NumPy's own dtypes: JAX holds every one it names
+    array = np.zeros(2, np.dtype(dtype))
     try:
-        jax.device_put(np.zeros(1, np.dtype(dtype))).block_until_ready()
-    except Exception:  # noqa: BLE001 - any refusal means "JAX holds no such array"
-        return False
-    return True
+        held = jax.device_put(array).block_until_ready()
+    except Exception as error:  # noqa: BLE001 - any refusal means "JAX holds no such array"
+        return f"JAX names {name} but holds no array of it ({_first_line(error)})"
+    try:
+        held.astype(jnp.float32).block_until_ready()
+    except Exception as error:  # noqa: BLE001 - any failure means "unusable once there"
+        return f"JAX holds {name} arrays but fails every operation on them ({_first_line(error)})"
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
 
 
 @functools.cache

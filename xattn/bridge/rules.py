@@ -80,8 +80,9 @@ def torch_clone(tensor, **options):
 
 def check_jax_dtype(call: str, name: str) -> None:
     """Refuses dtypes JAX lacks, and 64-bit ones it would silently narrow (jax_enable_x64 off)."""
-    if not _compat.jax_has_dtype(name):
-        raise version_refusal(call, name, "JAX")
+    problem = _compat.jax_dtype_problem(name)
+    if problem is not None:
+        raise refuse(call, f"{problem}; versions here: {_compat.loaded_versions()}", cast_advice(name))
     narrow = X64_NAMES.get(name)
     if narrow is not None and not _compat.jax_x64_enabled():
         raise refuse(
