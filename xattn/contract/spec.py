@@ -97,7 +97,8 @@ def check_scale(scale) -> float:
     if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)):
         raise TypeError(f"scale: expected a positive finite number or None; got {type(scale).__name__} {scale!r}")
     if not np.isfinite(scale) or scale <= 0:
-        raise ValueError(f"scale: expected a positive finite number; got {scale!r}. Omit it for the default, 1/sqrt(D).")
+        raise ValueError(f"scale: expected a positive finite number; got {scale!r}."
+                         " Omit it for the default, 1/sqrt(D).")
     return float(scale)
 
 
