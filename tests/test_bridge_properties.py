@@ -24,7 +24,7 @@ from xattn.errors import BridgeError
 from conftest import require_backend
 
 DTYPES = ("float16", "bfloat16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool",
-          "complex64", "complex128", "float8_e4m3fn", "float8_e5m2", "int4", "uint4", "int2", "uint2")
+          "complex64", "complex128", "float8_e4m3fn", "float8_e5m2", "int4", "uint4")  # every tox env has these
 #: Every sub-byte kind of the loaded ml_dtypes, those no framework takes included (float4, float6, int1).
 SUB_BYTE = tuple(sorted(rules.sub_byte_names()))
 PROPERTY_SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
