@@ -129,14 +129,12 @@ def check_row_numbers(data: dict, factor: float = 1.0) -> dict:
 
 
 def test_console_script_json_values_and_exit_status_of_a_clean_run(tmp_path):
-    require_backend("jax")
-    require_backend("torch")
-    status, data = run_script(tmp_path, "compare", "--backends", "jax,torch", *TINY)
+    require_backend("torch")  # one framework per subprocess keeps it short; the drifting run takes JAX
+    status, data = run_script(tmp_path, "compare", "--backends", "torch", *TINY)
     assert status == 0 == data["exit_code"] and data["ok"] is True
-    assert [(row["backend"], row["verdict"]) for row in data["results"]] == [("jax", "ok"), ("torch", "ok")]
-    for index in range(2):
-        row = check_row_numbers({**data, "results": data["results"][index:]})
-        assert row["max_abs_err"] <= row["budget"]
+    assert [(row["backend"], row["verdict"]) for row in data["results"]] == [("torch", "ok")]
+    row = check_row_numbers(data)
+    assert row["max_abs_err"] <= row["budget"]
 
 
 def test_console_script_exits_1_on_a_drifting_run_and_says_so_in_the_json(tmp_path):
