@@ -55,6 +55,11 @@ def jax_x64(enabled: bool):
         jax.config.update("jax_enable_x64", before)
 
 
+#: NumPy's own dtypes JAX holds in every supported version (64-bit ones need jax_enable_x64).
+_JAX_NUMPY_DTYPES = frozenset(("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+                               "float16", "float32", "float64", "complex64", "complex128"))
+
+
 def jax_has_dtype(name: str) -> bool:
     """Whether JAX can hold an array of dtype ``name`` and compute on it (see jax_dtype_problem)."""
     return jax_dtype_problem(name) is None
@@ -72,6 +77,10 @@ def jax_dtype_problem(name: str) -> str | None:
     - JAX 0.10.2 holds int1 and uint1 arrays but every operation on one fails
       ("RuntimeProgramInputMismatch ... pred[1,2] ... u1[1,2]", "Expected comparison type UNSIGNED").
     """
+    if name in _JAX_NUMPY_DTYPES:
+        return None
+    if name not in ml_dtypes_names():
+        return f"JAX has no {name} dtype"  # float128, torch's int3, bits8, complex32...
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -79,8 +88,6 @@ def jax_dtype_problem(name: str) -> str | None:
     dtype = getattr(jnp, name, None)
     if dtype is None:
         return f"JAX has no {name} dtype"
-    if name not in ml_dtypes_names():
-        return None  # NumPy's own dtypes: JAX holds every one it names
     array = np.zeros(2, np.dtype(dtype))
     try:
         held = jax.device_put(array).block_until_ready()
