@@ -22,7 +22,7 @@ import pytest
 
 import xattn
 from xattn import _compat
-from xattn.bridge import buffer_pointer, framework_of
+from xattn.bridge import buffer_pointer, framework_of, rules
 from xattn.errors import BridgeError, XattnError
 
 from conftest import require_backend
@@ -109,8 +109,14 @@ def make(framework: str, values: np.ndarray):
     if framework == "torch":
         import torch
 
-        dtype = getattr(torch, values.dtype.name)
-        return torch.frombuffer(bytearray(values.tobytes()), dtype=dtype).reshape(values.shape).clone()
+        dtype = getattr(torch, values.dtype.name, None)
+        if not isinstance(dtype, torch.dtype):
+            pytest.skip(f"torch {torch.__version__} has no {values.dtype.name}: no tensor of it can exist")
+        if values.size == 0:
+            return torch.empty(values.shape, dtype=dtype)
+        # copied as bytes: torch has no kernels, not even clone, for its int4-like shell dtypes
+        raw = torch.frombuffer(bytearray(values.tobytes()), dtype=torch.uint8).clone()
+        return raw.view(dtype).reshape(values.shape)
     import jax
 
     if not _compat.jax_has_dtype(values.dtype.name):
@@ -133,9 +139,11 @@ def test_import_pulls_in_no_framework():
     subprocess.run([sys.executable, "-c", textwrap.dedent(code)], check=True)
 
 
-def test_bridge_error_is_an_xattn_error():
-    assert issubclass(BridgeError, XattnError)
-    assert xattn.BridgeError is BridgeError
+def test_a_refusal_is_caught_as_an_xattn_error():
+    # A real refusal, caught the way a user catches the family (no framework needed to reach it).
+    with pytest.raises(XattnError, match="a NumPy masked array would lose its mask") as caught:
+        xattn.to_torch(np.ma.masked_array([1.0, 2.0], mask=[False, True]))
+    assert type(caught.value) is xattn.BridgeError
 
 
 def test_bad_arguments_are_type_errors(torch):
@@ -402,6 +410,93 @@ def test_devices(jax, torch):
             xattn.to_jax(tensor, device="gpu")
 
 
+# ------------------------------------------------------------------------- sub-byte kinds and shells
+
+SUB_BYTE = tuple(sorted(rules.sub_byte_names()))
+
+
+def every_value(dtype_name: str) -> np.ndarray:
+    """Every value of a sub-byte kind once, each in its one canonical byte, 64-byte aligned."""
+    dtype = np.dtype(getattr(ml_dtypes, dtype_name))
+    raw = np.arange(256, dtype=np.uint8).view(dtype)
+    wider = np.float32 if dtype_name.startswith("float") else np.int8
+    values = np.unique(raw.astype(wider)).astype(dtype)  # -0.0 and 0.0 are one value to np.unique
+    return aligned(values.reshape(1, -1))
+
+
+def lacks(framework: str, dtype_name: str, torch) -> bool:
+    if framework == "torch":
+        return not isinstance(getattr(torch, dtype_name, None), torch.dtype)
+    return framework == "jax" and not _compat.jax_has_dtype(dtype_name)
+
+
+@pytest.mark.parametrize("copy", [None, True, False])
+@pytest.mark.parametrize("source,target", DIRECTIONS)
+@pytest.mark.parametrize("dtype", SUB_BYTE)
+def test_sub_byte_kinds_convert_exactly_or_refuse_naming_why(dtype, source, target, copy, jax, torch):
+    values = every_value(dtype)
+    if lacks(source, dtype, torch):
+        pytest.skip(f"{source} has no {dtype}: no such source array can exist")
+    array = make(source, values)
+    if lacks(target, dtype, torch):
+        with pytest.raises(BridgeError, match=f"{dtype}.*; versions here: .*Cast it to (float32|u?int8) first"):
+            CONVERT[target](array, copy=copy)
+        return
+    if copy is False and "jax" in (source, target):
+        # JAX stores these its own way: every crossing copies, so copy=False has nothing to share.
+        why = {"jax": "it keeps sub-byte kinds in buffers of its own", "numpy": f"JAX copied this {dtype} buffer",
+               "torch": f"JAX exports no {dtype} buffer torch could share"}[target]
+        with pytest.raises(BridgeError, match=rf"copy=False\): .*{why}.*Pass copy=None"):
+            CONVERT[target](array, copy=copy)
+        return
+    result = CONVERT[target](array, copy=copy)
+    assert framework_of(result) == target
+    assert rules.torch_dtype_name(result.dtype) == dtype  # never int8/uint8
+    assert_same_bits(result, values)
+    if target == "jax":
+        assert_same_bits(jax.numpy.copy(result), values)  # JAX computes on the values it was given
+
+
+@pytest.mark.parametrize("dtype, values", [
+    ("int4", [1, -2, -1, 7, -8]), ("int2", [1, -2, -1, 0]), ("uint4", [15, 0, 9]), ("uint2", [3, 0, 2]),
+])
+def test_the_issue_repro_keeps_sub_byte_values_through_torch_and_jax(dtype, values, jax, torch):
+    array = np.array(values, getattr(ml_dtypes, dtype))
+    there = xattn.to_jax(xattn.to_torch(array))  # the default path: issue 14 saw int8 [1, 14, 15] here
+    assert there.dtype.name == dtype and np.asarray(there).astype(np.int8).tolist() == values
+    back = xattn.to_torch(there)
+    assert back.dtype == getattr(torch, dtype)
+    assert xattn.to_numpy(back).astype(np.int8).tolist() == values
+
+
+@pytest.mark.parametrize("dtype", ["int3", "uint5", "int7", "bits8", "float4_e2m1fn_x2", "complex32", "quint8"])
+def test_torch_dtypes_nobody_else_has_are_refused_not_reinterpreted(dtype, jax, torch):
+    torch_dtype = getattr(torch, dtype, None)
+    if not isinstance(torch_dtype, torch.dtype):
+        pytest.skip(f"torch {torch.__version__} has no {dtype}")
+    tensor = torch.frombuffer(bytearray(range(1, 9)), dtype=torch.uint8).clone().view(torch_dtype)
+    with pytest.raises(BridgeError, match=f"to_jax: JAX has no {dtype} dtype"):
+        xattn.to_jax(tensor)  # torch 2.13's DLPack export of int3 made JAX int8 before
+    with pytest.raises(BridgeError, match=f"to_numpy: NumPy has no counterpart of torch.{dtype}"):
+        xattn.to_numpy(tensor)
+    if rules.torch_shell(torch_dtype):
+        with pytest.raises(BridgeError, match=r"x.view\(torch.uint8\) hands over its bytes"):
+            xattn.to_jax(tensor)
+        copied = xattn.to_torch(tensor, copy=True)  # torch itself has no clone for these
+        assert copied.data_ptr() != tensor.data_ptr() and copied.dtype == torch_dtype
+        assert copied.view(torch.uint8).tolist() == list(range(1, 9))
+
+
+def test_numpy_dtypes_no_framework_has_are_refused_with_the_cast_to_make(jax, torch):
+    for name in ("longdouble", "clongdouble"):
+        array = np.zeros(3, name)
+        if array.dtype.name in ("float64", "complex128"):
+            continue  # a platform whose longdouble is float64: nothing to refuse
+        for convert in (xattn.to_jax, xattn.to_torch):
+            with pytest.raises(BridgeError, match=f"has no {array.dtype.name} dtype.*Cast it to float64"):
+                convert(array)
+
+
 # ------------------------------------------------------------------------------ aliasing and copies
 
 
@@ -434,15 +529,31 @@ def test_copy_true_is_independent(source, target, jax, torch):
         assert result.flags.writeable
 
 
-def test_jax_to_numpy_view_is_read_only_and_shares_into_torch(jax, torch):
+def test_jax_to_numpy_view_is_read_only_and_reaches_torch_as_a_copy(jax, torch):
     array = jax.numpy.arange(3.0)
     view = xattn.to_numpy(array)
     assert not view.flags.writeable and buffer_pointer(view) == buffer_pointer(array)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.simplefilter("error")  # no "non-writable tensors" warning from torch: nothing is shared
         tensor = xattn.to_torch(view)
-    assert tensor.data_ptr() == buffer_pointer(array)
-    assert buffer_pointer(xattn.to_jax(view, copy=False)) == buffer_pointer(array)
+    assert tensor.data_ptr() != buffer_pointer(array) and tensor.tolist() == [0.0, 1.0, 2.0]
+    tensor.fill_(7)  # a write through torch must not reach the read-only view, nor the JAX array
+    assert view.tolist() == [0.0, 1.0, 2.0] and (array + 0).tolist() == [0.0, 1.0, 2.0]
+    assert buffer_pointer(xattn.to_jax(view, copy=False)) == buffer_pointer(array)  # JAX never writes
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int4"])
+def test_read_only_numpy_becomes_a_torch_copy_and_copy_false_refuses(dtype, torch):
+    values = random_bits(dtype)
+    values.flags.writeable = False
+    tensor = xattn.to_torch(values)
+    assert tensor.data_ptr() != buffer_pointer(values)
+    assert_same_bits(tensor, values)
+    assert buffer_pointer(xattn.to_torch(values, copy=True)) != buffer_pointer(values)
+    with pytest.raises(BridgeError, match="expected a writable NumPy array; got a read-only one.*Pass copy=None"):
+        xattn.to_torch(values, copy=False)
+    writable = np.array(values)
+    assert xattn.to_torch(writable, copy=False).data_ptr() == buffer_pointer(writable)
 
 
 # ---------------------------------------------------------------------------------------- pytrees
@@ -480,6 +591,13 @@ def test_matrix_keeps_every_promise_with_x64(jax, torch, x64):
     assert by_key["torch->jax", "float32", "col-slice"].outcome == "copy"
     assert by_key["numpy->torch", "float32", "reversed"].outcome == "copy"
     assert by_key["numpy->jax", "float32", "unaligned"].outcome == "copy"
+    read_only = by_key["numpy->torch", "float32", "read-only"]
+    assert (read_only.outcome, read_only.strict) == ("copy", "error")
+    assert by_key["numpy->jax", "float32", "read-only"].outcome == "zero-copy"  # JAX never writes
+    for direction in ("torch->jax", "jax->torch", "numpy->jax", "jax->numpy"):
+        cell = by_key[direction, "int4", "contiguous"]
+        assert (cell.outcome, cell.strict) == ("copy", "error"), cell  # exact values, never int8
+    assert by_key["numpy->torch", "int4", "contiguous"].outcome == "zero-copy"
     contiguous = [cell for cell in cells if cell.layout == "contiguous" and cell.dtype in SHARED]
     assert {cell.outcome for cell in contiguous} == {"zero-copy"}
 
@@ -539,7 +657,6 @@ def test_cuda_tensor_to_numpy_copies_or_refuses(torch):
 def test_compat_version_tuple():
     assert _compat.version_tuple("2.13.0+cpu") == (2, 13, 0)
     assert _compat.version_tuple("0.4.38.dev20241201") == (0, 4, 38)
-    assert os.environ.get("XATTN_NEVER_SET") is None
 
 
 # ---------------------------------------------------------------------------------------- scripts
@@ -577,3 +694,12 @@ def test_empty_arrays_convert_under_copy_false_wherever_they_start(source, jax, 
     for offset in range(8):
         result = xattn.to_jax(base[offset:offset], copy=False)
         assert result.shape == (0,) and str(result.dtype) == "float16"
+
+
+def test_a_dtype_change_from_any_framework_is_refused_naming_both():
+    # The last guard of every full path: whatever a framework version hands back in another dtype.
+    with pytest.raises(BridgeError, match="to_jax: expected the int4 data to arrive as int4; got int8 .*Cast it to"
+                                          " int8 first"):
+        rules.same_dtype_or_refuse("to_jax", "int4", object(), "int8")
+    kept = object()
+    assert rules.same_dtype_or_refuse("to_jax", "int4", kept, "int4") is kept

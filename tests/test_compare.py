@@ -12,7 +12,6 @@ import xattn
 import xattn.backends.registry
 from xattn import _compat
 from xattn.contract.spec import AttentionSpec
-from xattn.errors import BackendUnavailableError
 from xattn.numerics.judge import DRIFT, ERROR, OK, UNSUPPORTED
 from xattn.render.schema import REPORT_SCHEMA
 
@@ -197,13 +196,12 @@ def test_missing_framework_names_the_extra():
         import xattn
         try:
             xattn.compare(backends="torch", timing=False)
-        except xattn.BackendUnavailableError as error:
-            print(error)
+        except ImportError as error:  # what code written for a missing framework catches
+            print(type(error).__name__, error)
     """
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "pip install 'xattn[torch]'" in result.stdout
-    assert issubclass(BackendUnavailableError, ImportError)
+    assert result.stdout.startswith("BackendUnavailableError ") and "pip install 'xattn[torch]'" in result.stdout
 
 
 def test_json_follows_the_schema_and_the_table_fits_100_columns():

@@ -83,7 +83,9 @@ def test_derived_fields_follow_their_sources_unless_held_or_set():
 ])
 def test_impossible_points_and_bad_sweeps_are_value_errors_naming_them(sweep, message):
     if message is None:
-        sweep_points(SMALL, sweep)
+        fields, points = sweep_points(SMALL, sweep)
+        assert fields == ("seq",) and [values for values, _ in points] == [(8,), (16,)]
+        assert [(spec.q_len, spec.kv_len) for _, spec in points] == [(8, 8), (16, 16)]
         return
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         sweep_points(SMALL, sweep)

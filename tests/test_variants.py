@@ -183,3 +183,49 @@ def test_tiled_across_ragged_query_tiles_and_row_chunks(backend, dtype, monkeypa
     finally:
         if backend == "jax":
             module.build.cache_clear()
+
+
+def test_an_empty_batch_runs_in_every_variant(backend):
+    # Issue 14: JAX tiled and threaded raised "max() arg is an empty sequence" on batch 0.
+    inputs = make_inputs(spec_for("plain", "float32"))
+    x = inputs.x[:0]
+    for variant in xattn.variants(backend):
+        for mask in ({}, {"causal": True, "key_lengths": np.zeros(0, np.int32)}):
+            out = xattn.attention(x, *inputs.weights(), **mask, backend=backend, variant=variant)
+            assert tuple(out.shape) == (0, 16, 32), (variant, mask)
+            assert str(out.dtype).removeprefix("torch.") == "float32", (variant, mask)
+    wh = np.ones((4, 32, 32), np.float32)
+    assert tuple(xattn.fullrank_attention(x, inputs.wq, inputs.wk, wh, backend=backend).shape) == (0, 16, 32)
+
+
+MIXED_MESSAGE = ("inputs: expected one dtype for every input; got x float32, kv float32, wq float16, wk float16,"
+                 " wv float16, wo float16. Cast them to one dtype first")
+
+
+def test_mixed_input_dtypes_are_one_value_error_in_every_backend(backend):
+    # Issue 14: x in float32 with float16 weights: JAX promoted silently, torch raised a RuntimeError.
+    inputs = make_inputs(spec_for("plain", "float32"))
+    weights = [w.astype(np.float16) for w in inputs.weights()]
+    module = require_backend(backend)
+    for arrays in ((inputs.x, *weights), module.as_arrays(inputs.x, *weights)):  # NumPy, then the backend's own
+        for variant in ("einsum", "sdpa"):
+            with pytest.raises(ValueError) as caught:
+                xattn.attention(*arrays, backend=backend, variant=variant)
+            assert str(caught.value).startswith(MIXED_MESSAGE), caught.value
+    with pytest.raises(ValueError, match="got x float32, kv float32, wq float32, wk float32, wh float16"):
+        xattn.fullrank_attention(inputs.x, inputs.wq, inputs.wk, np.ones((4, 32, 32), np.float16), backend=backend)
+
+
+@pytest.mark.parametrize("scale", [float("nan"), float("inf"), 0.0, -0.5])
+def test_a_scale_that_is_not_positive_and_finite_is_refused_like_the_spec_refuses_it(scale, backend):
+    inputs = make_inputs(spec_for("plain", "float32"))
+    message = f"scale: expected a positive finite number; got {scale!r}"
+    with pytest.raises(ValueError, match=message):
+        AttentionSpec(batch=1, q_len=4, embed=8, heads=2, scale=scale)  # what the CLI's --scale goes through
+    with pytest.raises(ValueError, match=message):
+        xattn.attention(inputs.x, *inputs.weights(), scale=scale, backend=backend, variant="einsum")
+    with pytest.raises(ValueError, match=message):
+        xattn.fullrank_attention(inputs.x, inputs.wq, inputs.wk, np.ones((4, 32, 32), np.float32), scale=scale,
+                                 backend=backend)
+    with pytest.raises(TypeError, match="scale: expected a positive finite number or None; got str"):
+        xattn.attention(inputs.x, *inputs.weights(), scale="0.5", backend=backend, variant="einsum")

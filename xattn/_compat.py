@@ -55,11 +55,53 @@ def jax_x64(enabled: bool):
         jax.config.update("jax_enable_x64", before)
 
 
-def jax_has_dtype(name: str) -> bool:
-    import jax.numpy as jnp
+#: NumPy's own dtypes JAX holds in every supported version (64-bit ones need jax_enable_x64).
+_JAX_NUMPY_DTYPES = frozenset(("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+                               "float16", "float32", "float64", "complex64", "complex128"))
 
-    # JAX 0.4.38 has float8_e3m4 and float8_e4m3 but not float8_e8m0fnu or float4_e2m1fn, which 0.10 has.
-    return hasattr(jnp, name)
+
+def jax_has_dtype(name: str) -> bool:
+    """Whether JAX can hold an array of dtype ``name`` and compute on it (see jax_dtype_problem)."""
+    return jax_dtype_problem(name) is None
+
+
+@functools.cache
+def jax_dtype_problem(name: str) -> str | None:
+    """None where JAX holds and computes on arrays of dtype ``name``, else what goes wrong.
+
+    A name in jax.numpy proves little, so the ml_dtypes kinds are probed once each, on a two-element
+    array: put on the device, then cast to float32 (the first thing anyone does with int4 weights).
+    - JAX 0.4.38 has float8_e3m4 and float8_e4m3 but not float8_e8m0fnu or float4_e2m1fn, which 0.10 has.
+    - JAX 0.10.2 names float6_e2m3fn and float6_e3m2fn, but its XLA holds no array of them
+      ("Invalid XLA PrimitiveType: 36").
+    - JAX 0.10.2 holds int1 and uint1 arrays but every operation on one fails
+      ("RuntimeProgramInputMismatch ... pred[1,2] ... u1[1,2]", "Expected comparison type UNSIGNED").
+    """
+    if name in _JAX_NUMPY_DTYPES:
+        return None
+    if name not in ml_dtypes_names():
+        return f"JAX has no {name} dtype"  # float128, torch's int3, bits8, complex32...
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    dtype = getattr(jnp, name, None)
+    if dtype is None:
+        return f"JAX has no {name} dtype"
+    array = np.zeros(2, np.dtype(dtype))
+    try:
+        held = jax.device_put(array).block_until_ready()
+    except Exception as error:  # noqa: BLE001 - any refusal means "JAX holds no such array"
+        return f"JAX names {name} but holds no array of it ({_first_line(error)})"
+    try:
+        held.astype(jnp.float32).block_until_ready()
+    except Exception as error:  # noqa: BLE001 - any failure means "unusable once there"
+        return f"JAX holds {name} arrays but fails every operation on them ({_first_line(error)})"
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
 
 
 @functools.cache

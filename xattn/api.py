@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from xattn.backends.registry import build, check_variant, get_backend, variants  # noqa: F401  (public API)
-from xattn.contract.shapes import attention_dims, default_scale
+from xattn.contract.shapes import attention_dims, check_one_dtype, default_scale
 from xattn.numerics.oracle import check_bmm
 
 
@@ -12,11 +12,14 @@ def attention(x, wq, wk, wv, wo, *, kv=None, causal=False, key_lengths=None, sca
 
     Shapes: x (B,T,E), kv (B,S,E) defaulting to x, wq (H,E,D), wk and wv (G,E,D), wo (H,D,E),
     key_lengths (B,) integers in [1, S]. Inputs may be NumPy arrays or the backend's own arrays;
-    the result is the backend's array (B,T,E) in the inputs' dtype.
+    the result is the backend's array (B,T,E) in the inputs' dtype, which all inputs must share.
+    ``scale``: a positive finite number, or None for 1/sqrt(D). Bad shapes, dtypes and scales raise
+    ValueError before any backend runs.
     """
     module = check_variant(backend, variant)
     kv = x if kv is None else kv
     dims = attention_dims(x, kv, wq, wk, wv, wo, causal=causal, key_lengths=key_lengths)
+    check_one_dtype(x=x, kv=kv, wq=wq, wk=wk, wv=wv, wo=wo)
     fn = build(backend, variant, causal=causal, scale=scale, head_dim=dims.D, padded=key_lengths is not None)
     args = module.as_arrays(x, kv, wq, wk, wv, wo)
     lengths = None if key_lengths is None else module.as_lengths(key_lengths)
@@ -33,6 +36,7 @@ def fullrank_attention(x, wq, wk, wh, *, kv=None, causal=False, key_lengths=None
     dims = attention_dims(x, kv, wq, wk, None, None, causal=causal, key_lengths=key_lengths)
     if tuple(wh.shape) != (dims.H, dims.E, dims.E):
         raise ValueError(f"wh (H,E,E): expected shape {(dims.H, dims.E, dims.E)}; got {tuple(wh.shape)}")
+    check_one_dtype(x=x, kv=kv, wq=wq, wk=wk, wh=wh)
     fn = module.build_fullrank(causal=bool(causal), scale=default_scale(dims.D, scale), padded=key_lengths is not None)
     args = module.as_arrays(x, kv, wq, wk, wh)
     lengths = None if key_lengths is None else module.as_lengths(key_lengths)

@@ -210,6 +210,8 @@ def _tiled(x, kv, wq, wk, wv, wo, lengths, *, causal, scale):
     B, T, S = x.shape[0], x.shape[1], kv.shape[1]
     H, G, D = wq.shape[0], wk.shape[0], wk.shape[2]
     R, X = H // G, B * G
+    if X == 0:  # an empty batch has no tile, and lax.map traces its body even for zero of them
+        return jnp.zeros((0, T, wo.shape[-1]), x.dtype)
     TQ = min(QUERY_TILE, T)
     N = -(-T // TQ)
     acc_dtype = jnp.float32 if x.dtype in _LOW_PRECISION else x.dtype

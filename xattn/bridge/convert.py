@@ -38,7 +38,13 @@ _NUMPY_SCALAR, _MASKED, _TRACER, _OTHER = "numpy scalar", "masked", "tracer", "o
 
 _KIND_BY_TYPE: dict[type, str] = {np.ndarray: NUMPY}
 _single_device_sharding: type | None = None  # jax.sharding.SingleDeviceSharding, once JAX is seen
-_torch_64_bit: frozenset = frozenset()  # torch's 64-bit dtypes, once torch is seen
+#: The dtypes whose DLPack export the other framework reads as the same dtype, every supported version
+#: alike: only these take the fast paths. 64-bit data (narrowed by JAX without x64), float8 (no DLPack
+#: code in JAX 0.4.38) and the sub-byte kinds (torch.int4 arrives in JAX as int8) take the full path.
+_FAST_NAMES = ("float16", "bfloat16", "float32", "int8", "int16", "int32", "uint8", "uint16", "uint32", "bool",
+               "complex64")
+_torch_fast: frozenset = frozenset()  # those dtypes of torch, once torch is seen
+_jax_sub_byte: frozenset = frozenset()  # NumPy dtypes of the sub-byte kinds, once JAX is seen
 _torch = None  # the torch module, once a conversion to torch has imported it
 _jax_from_dlpack = None  # jax.dlpack.from_dlpack, once a conversion to JAX has imported it
 
@@ -58,7 +64,7 @@ def _kind(x) -> str:
 
 
 def _classify(cls: type) -> str:
-    global _single_device_sharding, _torch_64_bit
+    global _single_device_sharding, _torch_fast, _jax_sub_byte
     if issubclass(cls, np.ma.MaskedArray):
         return _MASKED
     if issubclass(cls, np.ndarray):
@@ -67,7 +73,7 @@ def _classify(cls: type) -> str:
         return _NUMPY_SCALAR
     torch = sys.modules.get("torch")
     if torch is not None and issubclass(cls, torch.Tensor):
-        _torch_64_bit = frozenset((torch.float64, torch.int64, torch.uint64, torch.complex128))
+        _torch_fast = frozenset(getattr(torch, name) for name in _FAST_NAMES if hasattr(torch, name))
         return TORCH
     jax = sys.modules.get("jax")
     if jax is not None:
@@ -75,8 +81,15 @@ def _classify(cls: type) -> str:
             return _TRACER
         if issubclass(cls, jax.Array):
             _single_device_sharding = _compat.jax_single_device_sharding_type()
+            _jax_sub_byte = frozenset(np.dtype(getattr(_ml_dtypes(), name)) for name in rules.sub_byte_names())
             return JAX
     return _OTHER
+
+
+def _ml_dtypes():
+    import ml_dtypes
+
+    return ml_dtypes
 
 
 def buffer_pointer(x) -> int:
@@ -126,8 +139,9 @@ def to_torch(x, *, copy: bool | None = None, device=None):
     NumPy). A JAX array that requires a device move is copied (or refused under ``copy=False``).
     """
     kind = _KIND_BY_TYPE.get(type(x)) or _kind(x)
-    if kind == JAX and copy is None and device is None and type(x.sharding) is _single_device_sharding:
-        # The hot path (a model output on its way to torch): the bare protocol call plus two checks.
+    if (kind == JAX and copy is None and device is None and type(x.sharding) is _single_device_sharding
+            and x.dtype not in _jax_sub_byte):
+        # The hot path (a model output on its way to torch): the bare protocol call plus three checks.
         try:
             return (_torch or _load_torch()).from_dlpack(x)
         except Exception:
@@ -136,9 +150,9 @@ def to_torch(x, *, copy: bool | None = None, device=None):
     _torch or _load_torch()  # without torch: BackendUnavailableError naming the extra, not an ImportError
     if kind == TORCH:
         return _torch_to_torch(x, copy, device)
-    if kind == JAX:
-        return paths.jax_to_torch(x, copy, device)
-    return paths.numpy_to_torch(x, copy, device)
+    result = paths.jax_to_torch(x, copy, device) if kind == JAX else paths.numpy_to_torch(x, copy, device)
+    return rules.same_dtype_or_refuse(rules.call_name("to_torch", copy), x.dtype.name, result,
+                                      rules.torch_dtype_name(result.dtype))
 
 
 def to_jax(x, *, copy: bool | None = None, device=None):
@@ -151,20 +165,22 @@ def to_jax(x, *, copy: bool | None = None, device=None):
     if kind == TORCH and copy is None and device is None:
         # The hot path: a row-major tensor, which every supported JAX reads as it is. torch's __dlpack__
         # itself refuses grad, conj and sparse tensors, and JAX what it cannot read; the full path below
-        # then says why. A neg view (exported silently un-negated) and 64-bit data (silently narrowed
-        # without x64) are the two that would slip through, so they are checked here.
+        # then says why. A neg view (exported silently un-negated) and a dtype outside _FAST_NAMES
+        # (64-bit data narrowed without x64, int4 read as int8) would slip through, so they are checked here.
         try:
-            if not x.is_neg() and x.dtype not in _torch_64_bit and x.is_contiguous() and 1 not in x.shape:
+            if not x.is_neg() and x.dtype in _torch_fast and x.is_contiguous() and 1 not in x.shape:
                 return (_jax_from_dlpack or _load_jax_from_dlpack())(x)
         except Exception:
             pass
     x, kind = _prepared("to_jax", x, kind, _check_copy("to_jax", copy))
     _jax_from_dlpack or _load_jax_from_dlpack()  # without JAX: BackendUnavailableError naming the extra
+    if kind == JAX:
+        return _jax_to_jax(x, copy, device)
     if kind == TORCH:
-        return paths.torch_to_jax(x, copy, device)
-    if kind == NUMPY:
-        return paths.numpy_to_jax(x, copy, device)
-    return _jax_to_jax(x, copy, device)
+        result, source = paths.torch_to_jax(x, copy, device), rules.torch_dtype_name(x.dtype)
+    else:
+        result, source = paths.numpy_to_jax(x, copy, device), x.dtype.name
+    return rules.same_dtype_or_refuse(rules.call_name("to_jax", copy), source, result, result.dtype.name)
 
 
 def to_numpy(x, *, copy: bool | None = None):
@@ -176,7 +192,9 @@ def to_numpy(x, *, copy: bool | None = None):
     kind = _KIND_BY_TYPE.get(type(x)) or _kind(x)
     x, kind = _prepared("to_numpy", x, kind, _check_copy("to_numpy", copy))
     if kind == TORCH:
-        return paths.torch_to_numpy(x, copy)
+        result = paths.torch_to_numpy(x, copy)
+        return rules.same_dtype_or_refuse(rules.call_name("to_numpy", copy), rules.torch_dtype_name(x.dtype), result,
+                                          result.dtype.name)
     if kind == JAX:
         return paths.jax_to_numpy(x, copy)
     return np.array(x, copy=True, order="K") if copy else x

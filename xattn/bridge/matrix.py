@@ -14,7 +14,7 @@ import numpy as np
 
 from xattn import _compat
 from xattn.bridge import convert as bridge
-from xattn.bridge.rules import XLA_HOST_ALIGNMENT, ml_names
+from xattn.bridge.rules import XLA_HOST_ALIGNMENT, ml_names, sub_byte_names
 from xattn.errors import BridgeError
 
 #: The dtypes of the issue: every one NumPy (with ml_dtypes), JAX and torch all have.
@@ -26,7 +26,7 @@ SHARED_DTYPES = (
 EXTRA_DTYPES = ("uint16", "uint32", "uint64")
 LAYOUTS = (
     "contiguous", "transposed", "row-slice", "col-slice", "strided", "reversed", "unaligned", "0-d", "empty",
-    "size-1-dim",
+    "size-1-dim", "read-only",
 )
 #: layout -> (shape of the fresh base array, view taken of it)
 _VIEWS = {
@@ -39,6 +39,7 @@ _VIEWS = {
     "0-d": ((), lambda a: a),
     "empty": ((0, 6), lambda a: a),
     "size-1-dim": ((4, 6), lambda a: a[:, None, :]),
+    "read-only": ((4, 6), lambda a: a),  # NumPy's flag is set in _make; JAX arrays are immutable anyway
 }
 _ZERO_COPY, _COPY, _ERROR, _NA = "zero-copy", "copy", "error", "n/a"
 _CONVERT = {"numpy": bridge.to_numpy, "jax": bridge.to_jax, "torch": bridge.to_torch}
@@ -76,8 +77,13 @@ def float8_dtypes() -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
+def sub_byte_dtypes() -> tuple[str, ...]:
+    """The sub-byte kinds of the loaded ml_dtypes (int4, uint2, float4_e2m1fn...), one value per byte."""
+    return tuple(sorted(sub_byte_names()))
+
+
 def all_dtypes() -> tuple[str, ...]:
-    return (*SHARED_DTYPES, *EXTRA_DTYPES, *float8_dtypes())
+    return (*SHARED_DTYPES, *EXTRA_DTYPES, *float8_dtypes(), *sub_byte_dtypes())
 
 
 def bridge_matrix(*, frameworks=None, dtypes=None, layouts=None) -> tuple[BridgeCell, ...]:
@@ -132,7 +138,15 @@ def _master(dtype: str, shape) -> np.ndarray | None:
     raw = np.random.default_rng(count).integers(0, 256, nbytes, dtype=np.uint8)
     if dtype == "bool":
         raw &= 1
+    if dtype in sub_byte_names():
+        raw = canonical_bytes(raw.view(numpy_dtype)).view(np.uint8)
     return _aligned_copy(raw, offset=0).view(numpy_dtype).reshape(shape)
+
+
+def canonical_bytes(values: np.ndarray) -> np.ndarray:
+    """Sub-byte values in the one byte pattern each has (JAX keeps a value, not the byte's spare bits)."""
+    wider = np.float32 if values.dtype.name.startswith("float") else np.int8
+    return values.astype(wider).astype(values.dtype)
 
 
 def _aligned_copy(raw: np.ndarray, offset: int) -> np.ndarray:
@@ -159,6 +173,9 @@ def _make(framework: str, dtype: str, layout: str):
         if master is None:
             return None, f"NumPy has no {dtype}"
         source = view(master)
+        if layout == "read-only":
+            source = source.view()
+            source.flags.writeable = False
     elif framework == "torch":
         source = _make_torch(dtype, layout, master, view)
     else:
@@ -179,10 +196,13 @@ def _make_torch(dtype, layout, master, view):
         return f"NumPy has no {dtype} to fill it from"
     if layout == "reversed":
         return "torch tensors have no negative strides"
+    if layout == "read-only":
+        return "torch has no read-only tensors"
     if master.size == 0:
         base = torch.empty(master.shape, dtype=torch_dtype)
-    else:
-        base = torch.frombuffer(bytearray(master.tobytes()), dtype=torch_dtype).reshape(master.shape).clone()
+    else:  # copied as bytes: torch has no kernels (not even clone) for its int4-like shell dtypes
+        raw = torch.frombuffer(bytearray(master.tobytes()), dtype=torch.uint8).clone()
+        base = raw.view(torch_dtype).reshape(master.shape)
     if layout == "size-1-dim":
         return base.unsqueeze(1)
     return view(base)
@@ -195,6 +215,8 @@ def _make_jax(dtype, layout, master):
         return f"JAX {jax.__version__} has no {dtype}"
     if dtype in ("float64", "int64", "uint64", "complex128") and not jax.config.jax_enable_x64:
         return "JAX holds no 64-bit arrays with jax_enable_x64 off"
+    if layout == "read-only":
+        return "JAX arrays are all immutable: the read-only case is NumPy's"
     if layout in ("contiguous", "0-d", "empty", "size-1-dim"):
         # device_put of a private copy: no compilation per dtype, unlike jnp.array or indexing
         return jax.device_put(np.array(master[:, None, :] if layout == "size-1-dim" else master, order="C"))
@@ -205,6 +227,8 @@ def _make_jax(dtype, layout, master):
             return "a transposed JAX buffer is made here by importing a transposed torch tensor"
         if not _compat.jax_computes_on_strided_imports():
             return f"JAX {jax.__version__} cannot compute on a transposed import, so xattn never makes one"
+        if dtype in sub_byte_names():
+            return f"JAX imports no {dtype} buffer by DLPack, so no transposed one can be made"
         base = torch.frombuffer(bytearray(master.tobytes()), dtype=getattr(torch, dtype)).reshape(master.shape)
         try:
             return jax.dlpack.from_dlpack(base.clone().T)
@@ -217,15 +241,15 @@ def _host(array) -> np.ndarray:
     """An array's values as a C-contiguous NumPy array, read by each framework's own means."""
     kind = bridge.framework_of(array)
     if kind == "torch":
-        array = array.detach().cpu().resolve_conj().resolve_neg().contiguous()
+        array = array.detach().cpu().resolve_conj().resolve_neg()
         if str(array.dtype).removeprefix("torch.") in ml_names():
             import ml_dtypes
             import torch
 
             bits = {1: torch.uint8, 2: torch.int16}[array.element_size()]
             dtype = getattr(ml_dtypes, str(array.dtype).removeprefix("torch."))
-            return array.view(bits).numpy().view(dtype)
-        return array.numpy()
+            return array.view(bits).contiguous().numpy().view(dtype)
+        return array.contiguous().numpy()
     return np.asarray(array, order="C")  # ascontiguousarray would make a 0-d array 1-d
 
 

@@ -8,8 +8,6 @@ share live in :mod:`xattn.bridge.rules`; the rules they keep are in ``docs/bridg
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from xattn import _compat
@@ -17,6 +15,7 @@ from xattn.bridge.rules import (
     NUMPY_BITS,
     alignment_refusal,
     call_name,
+    cast_advice,
     check_jax_dtype,
     check_jax_live,
     check_zero_copy,
@@ -26,9 +25,12 @@ from xattn.bridge.rules import (
     layout_refusal,
     ml_names,
     numpy_element_strides,
+    read_only_refusal,
     refuse,
     row_major_strides,
     sharded_refusal,
+    sub_byte_names,
+    torch_clone,
     torch_dtype_name,
     torch_placed,
     version_refusal,
@@ -77,14 +79,16 @@ def torch_to_jax(x, copy, device):
     name = torch_dtype_name(x.dtype)
     check_jax_dtype(call, name)
     x, copied = torch_resolved(x, call, copy)
+    if name in sub_byte_names():
+        return _torch_sub_byte_to_jax(x, call, name, copy, device)
     if x.numel() == 0:
         x, copied = x.contiguous(), True  # nothing to alias
     elif copy is True and not copied:
-        x, copied = x.clone(memory_format=torch.contiguous_format), True  # see _compat.jax_from_dlpack
+        x, copied = torch_clone(x, memory_format=torch.contiguous_format), True  # see _compat.jax_from_dlpack
     elif not jax_takes_layout(x.shape, x.stride()):
         if copy is False:
             raise layout_refusal(call, x.shape, x.stride())
-        x, copied = x.clone(memory_format=torch.contiguous_format), True
+        x, copied = torch_clone(x, memory_format=torch.contiguous_format), True
     jax_device = jax_device_of(device)
     # An empty tensor has no bytes to share: asking JAX for strict aliasing would only make the
     # answer depend on where the allocator happened to put it (XLA's alignment rule).
@@ -110,28 +114,43 @@ def torch_to_jax(x, copy, device):
     return result
 
 
+def _torch_sub_byte_to_jax(x, call: str, name: str, copy, device):
+    """torch's one-value-per-byte buffer read as the ml_dtypes array it is, then put into JAX.
+
+    torch's DLPack export calls int4 "4-bit integers" and JAX reads that as int8 (wrong values), so
+    these kinds never cross by DLPack: JAX gets them from NumPy, as it would from a user.
+    """
+    import ml_dtypes
+    import torch
+
+    if x.device.type != "cpu" and device is None:
+        raise refuse(call, f"JAX takes {name} data through host memory only, so device=None cannot keep it on"
+                     f" torch's {x.device}", "Pass device='cpu', or the JAX device it should go to")
+    array = x.view(torch.uint8).cpu().numpy().view(getattr(ml_dtypes, name))
+    return numpy_to_jax(array, copy, device)
+
+
 def torch_to_numpy(x, copy):
     import ml_dtypes
     import torch
 
     call = call_name("to_numpy", copy)
     x, copied = torch_resolved(x, call, copy)
+    name = torch_dtype_name(x.dtype)
+    if name in ml_names():
+        # NumPy's DLPack has no bfloat16/float8/int4 codes: share the bits as unsigned ints, re-view them.
+        x = x.view({1: torch.uint8, 2: torch.int16}[x.element_size()])
     if x.device.type != "cpu":
         if copy is False:
             raise refuse(call, f"NumPy reads host memory only; got a tensor on {x.device}",
                          "Pass copy=None for an exact host copy (x.cpu())")
         x, copied = x.cpu(), True
-    name = torch_dtype_name(x.dtype)
+    try:
+        array = x.numpy()
+    except (TypeError, RuntimeError) as error:
+        raise refuse(call, f"NumPy has no counterpart of torch.{name} ({error})", cast_advice(name)) from None
     if name in ml_names():
-        # NumPy's DLPack has no bfloat16/float8 codes: share the bits as unsigned ints, re-view them.
-        bits = {1: torch.uint8, 2: torch.int16}[x.element_size()]
-        array = x.view(bits).numpy().view(getattr(ml_dtypes, name))
-    else:
-        try:
-            array = x.numpy()
-        except (TypeError, RuntimeError) as error:
-            raise refuse(call, f"NumPy has no counterpart of torch.{name} ({error})",
-                         "Cast it to a NumPy dtype first") from None
+        array = array.view(getattr(ml_dtypes, name))
     if copy is True and not copied:
         array = np.array(array, copy=True, order="K")
     return array
@@ -147,13 +166,15 @@ def jax_to_torch(x, copy, device):
     check_jax_live(call, x)
     target = torch.device(device) if device is not None else None
     name = x.dtype.name
-    if name in ml_names() and not isinstance(getattr(torch, name, None), torch.dtype):
+    if not isinstance(getattr(torch, name, None), torch.dtype):
         raise version_refusal(call, name, "torch")
     copied = False
-    if not jax_single_device(x):
+    if name in sub_byte_names():
+        tensor, copied = _jax_sub_byte_to_torch(x, call, name, copy, target), True
+    elif not jax_single_device(x):
         if copy is False:
             raise sharded_refusal(call, x)
-        tensor, copied = numpy_to_torch(np.asarray(x), None, None), True
+        tensor, copied = numpy_to_torch(np.array(x), None, None), True  # a private host copy, shared
     else:
         try:
             tensor = torch.from_dlpack(x)  # torch passes its current stream to x.__dlpack__
@@ -164,13 +185,25 @@ def jax_to_torch(x, copy, device):
                 raise version_refusal(call, name, "torch", error) from None
             platform = next(iter(x.devices())).platform
             if copy is not False and platform != "cpu" and target is not None and target.type == "cpu":
-                tensor, copied = numpy_to_torch(np.asarray(x), None, None), True
+                tensor, copied = numpy_to_torch(np.array(x), None, None), True
             elif platform != "cpu":
                 raise refuse(call, f"this torch cannot reach JAX's {platform} buffer ({error})",
                              "Pass device='cpu' for an exact host copy") from None
             else:
                 raise wrap(call, error) from None
     return torch_placed(call, tensor, target, copy, copied, f"the buffer is on {tensor.device}")
+
+
+def _jax_sub_byte_to_torch(x, call: str, name: str, copy, target):
+    """An exact host copy of a JAX sub-byte array, shared with torch (see _torch_sub_byte_to_jax)."""
+    if copy is False and x.size:  # an empty array has no bytes to share: nothing to refuse
+        raise refuse(call, f"JAX exports no {name} buffer torch could share (DLPack has no code for one {name}"
+                     " per byte, and JAX's NumPy view of one is a copy)", "Pass copy=None for an exact copy")
+    platform = next(iter(x.devices())).platform
+    if platform != "cpu" and target is None:
+        raise refuse(call, f"torch takes JAX's {name} data through host memory only, so device=None cannot keep"
+                     f" it on JAX's {platform}", "Pass device='cpu', or the torch device it should go to")
+    return numpy_to_torch(np.array(x), None, None)
 
 
 def jax_to_numpy(x, copy):
@@ -184,8 +217,8 @@ def jax_to_numpy(x, copy):
         if copy is True:
             return np.array(array, copy=True, order="K")
         if copy is False and array.size and array.ctypes.data != _compat.jax_buffer_pointer(x):
-            raise refuse(call, "JAX copied this non-default-layout buffer on its way to NumPy",
-                         "Pass copy=None to accept the exact copy")
+            raise refuse(call, f"JAX copied this {x.dtype.name} buffer on its way to NumPy (a non-default layout,"
+                         " or a sub-byte kind JAX stores its own way)", "Pass copy=None to accept the exact copy")
         return array
     if copy is False:
         if not jax_single_device(x):
@@ -222,26 +255,24 @@ def numpy_to_torch(x, copy, device):
 
     call = call_name("to_torch", copy)
     name = numpy_dtype_check(call, x)
-    torch_dtype = None
-    if name in ml_names():
-        torch_dtype = getattr(torch, name, None)
-        if not isinstance(torch_dtype, torch.dtype):
-            raise version_refusal(call, name, "torch")
+    torch_dtype = getattr(torch, name, None)
+    if not isinstance(torch_dtype, torch.dtype):
+        raise version_refusal(call, name, "torch")
     x, copied = numpy_native(call, x, copy)
     if any(stride < 0 or stride % x.dtype.itemsize for stride in x.strides):
         if copy is False:
             raise refuse(call, f"torch tensors cannot have negative or fractional strides; got {x.strides} bytes",
                          "Pass copy=None for an exact copy, or call np.ascontiguousarray yourself")
         x, copied = x.copy(order="C"), True
-    if torch_dtype is not None:
+    if not x.flags.writeable:
+        # torch has no read-only tensors: sharing would let torch write where NumPy promised no change.
+        if copy is False:
+            raise read_only_refusal(call)
+        x, copied = np.array(x, copy=True, order="K"), True
+    if name in ml_names():
         tensor = torch.from_numpy(x.view(NUMPY_BITS[x.dtype.itemsize])).view(torch_dtype)
-    elif x.flags.writeable:
-        tensor = torch.from_numpy(x)
     else:
-        # Shared as is (see docs/bridge.md, "Aliasing"); torch has no read-only tensors.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            tensor = torch.from_numpy(x)
+        tensor = torch.from_numpy(x)
     return torch_placed(call, tensor, device, copy, copied, "NumPy memory is on the host")
 
 

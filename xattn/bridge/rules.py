@@ -6,6 +6,7 @@ Framework-free at import; the functions that need a framework import it when cal
 from __future__ import annotations
 
 import functools
+import re
 
 import numpy as np
 
@@ -36,14 +37,52 @@ def ml_names() -> frozenset[str]:
     return _compat.ml_dtypes_names()
 
 
+@functools.cache
+def sub_byte_names() -> frozenset[str]:
+    """ml_dtypes kinds narrower than a byte (int4, uint2, float4_e2m1fn, float6_e2m3fn...).
+
+    NumPy (ml_dtypes) and torch keep one value per byte; JAX stores them its own way, so every
+    conversion into or out of JAX copies them, and DLPack has no code that says "one per byte".
+    """
+    import ml_dtypes
+
+    def bits(name: str) -> int:
+        for info in (ml_dtypes.iinfo, ml_dtypes.finfo):
+            try:
+                return info(getattr(ml_dtypes, name)).bits
+            except (ValueError, TypeError):
+                continue
+        return 8
+    return frozenset(name for name in ml_names() if bits(name) < 8)
+
+
+#: torch's integer "shell" dtypes (torch.int1 ... torch.uint7): one value per byte, no kernels at all
+#: (clone, copy and .to() raise NotImplementedError), so the bridge copies them as bytes.
+_TORCH_SHELL = re.compile(r"u?int[1-7]")
+
+
 def torch_dtype_name(dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+def torch_shell(dtype) -> bool:
+    return _TORCH_SHELL.fullmatch(torch_dtype_name(dtype)) is not None
+
+
+def torch_clone(tensor, **options):
+    """``tensor.clone(**options)``, also for the shell dtypes torch cannot clone (copied as bytes)."""
+    if torch_shell(tensor.dtype):
+        import torch
+
+        return tensor.view(torch.uint8).clone(**options).view(tensor.dtype)
+    return tensor.clone(**options)
+
+
 def check_jax_dtype(call: str, name: str) -> None:
     """Refuses dtypes JAX lacks, and 64-bit ones it would silently narrow (jax_enable_x64 off)."""
-    if name in ml_names() and not _compat.jax_has_dtype(name):
-        raise version_refusal(call, name, "JAX")
+    problem = _compat.jax_dtype_problem(name)
+    if problem is not None:
+        raise refuse(call, f"{problem}; versions here: {_compat.loaded_versions()}", cast_advice(name))
     narrow = X64_NAMES.get(name)
     if narrow is not None and not _compat.jax_x64_enabled():
         raise refuse(
@@ -105,6 +144,10 @@ def check_zero_copy(call: str, result, source_pointer: int, size: int) -> None:
     """Under copy=False: prove by pointer identity that the JAX result aliases the source."""
     if size == 0 or _compat.jax_buffer_pointer(result) == source_pointer:
         return
+    name = result.dtype.name
+    if name in sub_byte_names():  # JAX 0.10.2 copies these whatever their alignment
+        raise refuse(call, f"JAX copied the {name} buffer instead of aliasing it: it keeps sub-byte kinds in"
+                     " buffers of its own", "Pass copy=None to accept the exact copy")
     if not _aligned(source_pointer):
         raise alignment_refusal(call, source_pointer)
     raise refuse(call, "JAX copied the buffer instead of aliasing it", "Pass copy=None to accept the exact copy")
@@ -142,11 +185,39 @@ def version_refusal(call: str, name: str, reader: str, error: BaseException | No
         problem = f"{reader} has no {name} dtype"
     else:
         problem = f"{reader}'s DLPack has no code for {name} ({error})"
+    return refuse(call, f"{problem}; versions here: {_compat.loaded_versions()}", cast_advice(name))
+
+
+def cast_advice(name: str) -> str:
+    """What to do with data of dtype ``name`` that a framework cannot take as it is."""
+    if name.startswith("float8"):
+        return ("Upgrade the framework that lacks it (DLPack got float8 codes in v1.1: JAX 0.4.38 has none, JAX"
+                " 0.10 has them), or cast to a dtype both share first")
+    if _TORCH_SHELL.fullmatch(name) and name not in ml_names():
+        return (f"Nothing outside torch holds {name}; x.view(torch.uint8) hands over its bytes as they are,"
+                " one value per byte")
+    if name in sub_byte_names() or _TORCH_SHELL.fullmatch(name):
+        wider = "float32" if name.startswith("float") else "uint8" if name.startswith("uint") else "int8"
+        return f"Cast it to {wider} first, which holds every {name} value exactly"
+    if name in ("float128", "complex256"):
+        return "Cast it to float64 (complex128 for complex256) first, which rounds it to 64-bit precision"
+    return "Cast it to a dtype both frameworks share first"
+
+
+def same_dtype_or_refuse(call: str, source: str, result, result_name: str):
+    """``result``, or a BridgeError when a conversion came out in another dtype than ``source``."""
+    if result_name == source:
+        return result
+    raise refuse(call, f"expected the {source} data to arrive as {source}; got {result_name} from the framework"
+                 f" ({_compat.loaded_versions()}), which would change its values' meaning", cast_advice(source))
+
+
+def read_only_refusal(call: str) -> BridgeError:
     return refuse(
         call,
-        f"{problem}; versions here: {_compat.loaded_versions()}",
-        "Upgrade the framework that lacks it (DLPack got float8 codes in v1.1: JAX 0.4.38 has none, JAX"
-        " 0.10 has them), or cast to a dtype both share first",
+        "expected a writable NumPy array; got a read-only one, and torch has no read-only tensors, so a"
+        " shared tensor would let torch write into memory NumPy promised not to change",
+        "Pass copy=None for an exact copy, or make it writable yourself (np.array(x)) if sharing is what you mean",
     )
 
 
@@ -181,6 +252,10 @@ def sharded_refusal(call: str, x) -> BridgeError:
 def torch_moved(call: str, tensor, target):
     """``tensor.to(target)``, or a BridgeError when torch cannot reach that device here."""
     try:
+        if torch_shell(tensor.dtype):
+            import torch
+
+            return tensor.view(torch.uint8).to(target).view(tensor.dtype)
         return tensor.to(target)
     except (RuntimeError, AssertionError) as error:
         raise refuse(call, f"torch cannot reach device {target} here ({error})",
@@ -202,7 +277,7 @@ def torch_placed(call: str, tensor, device, copy, copied: bool, held_on: str):
             raise refuse(call, f"{held_on}, not {device}", "Pass copy=None to copy it there")
         return torch_moved(call, tensor, device)
     if copy is True and not copied:
-        tensor = tensor.clone()  # clone keeps autograd: the copy's gradient flows back to the source
+        tensor = torch_clone(tensor)  # clone keeps autograd: the copy's gradient flows back to the source
     return tensor
 
 

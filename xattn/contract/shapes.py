@@ -10,7 +10,7 @@ from typing import NamedTuple
 import numpy as np
 
 from xattn.bridge import framework_of
-from xattn.contract.spec import check_key_lengths
+from xattn.contract.spec import check_key_lengths, check_scale
 
 
 class Dims(NamedTuple):
@@ -77,5 +77,23 @@ def _to_host_ints(key_lengths) -> np.ndarray:
     return lengths
 
 
+def check_one_dtype(**arrays) -> str:
+    """The dtype name every array shares (``None`` entries skipped), or a ValueError naming each one's.
+
+    xattn computes in its inputs' dtype; where they differ, JAX would silently promote and torch
+    raise a RuntimeError mid-computation, so both backends refuse up front with this one message.
+    """
+    names = {name: _dtype_name(array) for name, array in arrays.items() if array is not None}
+    if len(set(names.values())) > 1:
+        listed = ", ".join(f"{name} {dtype}" for name, dtype in names.items())
+        raise ValueError(f"inputs: expected one dtype for every input; got {listed}. Cast them to one dtype first"
+                         " (the computation runs in the inputs' dtype).")
+    return next(iter(names.values()))
+
+
+def _dtype_name(array) -> str:
+    return str(getattr(array, "dtype", type(array).__name__)).removeprefix("torch.")
+
+
 def default_scale(head_dim: int, scale: float | None) -> float:
-    return 1.0 / float(np.sqrt(head_dim)) if scale is None else float(scale)
+    return 1.0 / float(np.sqrt(head_dim)) if scale is None else check_scale(scale)

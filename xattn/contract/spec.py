@@ -79,9 +79,7 @@ class AttentionSpec:
             set_(self, "key_lengths", lengths)
             check_key_lengths(lengths, self.batch, self.kv_len)
         if self.scale is not None:
-            if not np.isfinite(self.scale) or self.scale <= 0:
-                raise ValueError(f"scale: expected a positive finite number; got {self.scale!r}")
-            set_(self, "scale", float(self.scale))
+            set_(self, "scale", check_scale(self.scale))
         numpy_dtype(self.dtype)
         if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ValueError(f"seed: expected a non-negative integer; got {self.seed!r}")
@@ -92,6 +90,16 @@ class AttentionSpec:
 
     def replace(self, **changes) -> "AttentionSpec":
         return dataclasses.replace(self, **changes)
+
+
+def check_scale(scale) -> float:
+    """``scale`` as a float, or a ValueError: the one check of the logit scale (spec, CLI and API alike)."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)):
+        raise TypeError(f"scale: expected a positive finite number or None; got {type(scale).__name__} {scale!r}")
+    if not np.isfinite(scale) or scale <= 0:
+        raise ValueError(f"scale: expected a positive finite number; got {scale!r}."
+                         " Omit it for the default, 1/sqrt(D).")
+    return float(scale)
 
 
 def _check_positive_int(name: str, value) -> None:
