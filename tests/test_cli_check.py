@@ -5,6 +5,7 @@ Every test writes its own small module (attention in JAX, in torch, a wrong torc
 click's CliRunner or, once, a subprocess of ``python -m xattn``.
 """
 
+import inspect
 import json
 import os
 import subprocess
@@ -13,11 +14,13 @@ import textwrap
 import uuid
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from xattn.cli import main
+from xattn.render.schema import CHECK_SCHEMA
 
 from conftest import require_backend
 
@@ -125,7 +128,8 @@ def test_grad_rows_and_the_other_formats(workdir):
     assert result.exit_code == 0, result.output
     assert result.stdout == "" and "wrote report.json" in result.stderr
     document = json.loads((tmp_path / "report.json").read_text())
-    assert document["schema"] == "xattn.check/1" and document["ok"] is True
+    jsonschema.validate(document, CHECK_SCHEMA)
+    assert document["schema"] == "xattn.check/1" and document["ok"] is True and document["exit_code"] == 0
     assert document["frameworks"] == ["jax", "torch"]
     outputs = [side["output"] for side in document["sides"]]
     assert outputs[::2] == ["out", *(f"grad/{name}" for name in NAMES)]
@@ -201,6 +205,46 @@ def test_reference_a_waits_for_check_ports_float64_rerun(workdir):
     _, module, _ = workdir
     result = check(f"{module}:jax_attention", f"{module}:torch_attention", "--inputs", "in.npz", "--reference", "a")
     assert result.exit_code == 2 and "cannot rerun a side in float64 yet" in result.stderr
+
+
+def test_reference_a_reruns_a_side(workdir):
+    from xattn.porting import check as check_module
+
+    if not hasattr(check_module, "RERUN_SIDES"):
+        pytest.skip("waiting on check_port(reference='a') (issue 13 item 3, branch wt-models)")
+    _, module, _ = workdir
+    ok = check(f"{module}:jax_attention", f"{module}:torch_attention", "--inputs", "in.npz", "--reference", "a")
+    assert ok.exit_code == 0, ok.output
+    drift = check(f"{module}:torch_unscaled", f"{module}:jax_attention", "--inputs", "in.npz", "--reference", "b",
+                  "--grad")
+    assert drift.exit_code == 1, drift.output
+    assert f"; {module}:torch_unscaled over budget" in drift.stdout
+
+
+def test_the_side_that_sets_the_order_is_passed_as_itself():
+    from xattn.porting.command import as_called, bind, positional_order
+
+    def a(x, w, *, dtype=None):
+        return ("a", x, w)
+
+    def b(w, x):
+        return ("b", x, w)
+
+    def c(p, q):
+        return ("c", p, q)
+
+    names = ["w", "x"]  # the file's order
+    order = positional_order(a, bind(a, names), names)
+    assert order == ["x", "w"]
+    assert as_called(a, bind(a, names), names, order, "A") is a
+    stand_in = as_called(b, bind(b, names), names, order, "B", framework="torch")
+    assert stand_in is not b and stand_in.framework == "torch" and stand_in.__name__ == "B"
+    assert list(inspect.signature(stand_in).parameters) == ["x", "w"]
+    assert stand_in("X", "W") == ("b", "X", "W")
+    in_order = as_called(c, bind(c, names), names, order, "C")
+    assert bind(c, names).by == "order" and in_order("X", "W") == ("c", "W", "X")  # p, q = the file's w, x
+    reordered_a = as_called(a, bind(a, names), names, ["w", "x"], "A")
+    assert "dtype" in inspect.signature(reordered_a).parameters  # a reference keeps its dtype keyword
 
 
 def test_python_m_xattn_check_exits_1_on_a_drifting_pair(workdir):

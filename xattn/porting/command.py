@@ -131,30 +131,38 @@ def bind(fn, names) -> Binding:
     return Binding("order")
 
 
-def _positional_prefix(fn, binding: Binding) -> bool:
-    """Whether calling ``fn(*arrays)`` in the file's order is the same as ``binding``: no wrapper needed."""
+def positional_order(fn, binding: Binding, names) -> list[str] | None:
+    """The order of ``names`` in which ``fn(*arrays)`` binds as ``binding`` says (None: no such order)."""
     if binding.by == "order":
-        return True
-    parameters = list((_parameters(fn) or {}).values())
-    return [p.name for p in parameters[: len(binding.keywords)]] == list(binding.keywords) and all(
-        p.kind == p.POSITIONAL_OR_KEYWORD for p in parameters[: len(binding.keywords)])
+        return list(names)
+    leading = list((_parameters(fn) or {}).values())[: len(names)]
+    if {p.name for p in leading} == set(names) and all(p.kind == p.POSITIONAL_OR_KEYWORD for p in leading):
+        return [p.name for p in leading]
+    return None
 
 
-def as_called(fn, binding: Binding, names, label: str, framework: str | None = None):
-    """``fn`` itself where ``fn(*arrays)`` already binds as ``binding`` says; else a thin function that does.
+def as_called(fn, binding: Binding, names, order, label: str, framework: str | None = None):
+    """``fn`` itself where ``fn(*arrays in order)`` already binds as ``binding`` says; else a thin function that does.
 
-    The stand-in's signature is the arrays' names (check_port names ``grad/<input>`` rows from it)
-    followed by ``fn``'s other parameters as keywords (a reference's ``dtype``, ``rounding_seed``).
+    ``names`` is the file's order, ``order`` the order check_port passes the arrays in. The stand-in's
+    signature is ``order`` (check_port names ``grad/<input>`` rows from it) then ``fn``'s other
+    parameters as keywords (a reference's ``dtype``, ``rounding_seed``).
     """
-    if _positional_prefix(fn, binding):
+    if positional_order(fn, binding, names) == list(order):
         return fn
 
     def bound(*arrays, **keywords):
-        return fn(**dict(zip(binding.keywords, arrays)), **keywords)
+        given = dict(zip(order, arrays))
+        if binding.by == "name":
+            return fn(**given, **keywords)
+        return fn(*(given[name] for name in names), **keywords)
 
-    rest = [p.replace(kind=p.KEYWORD_ONLY) for n, p in (_parameters(fn) or {}).items()
-            if n not in binding.keywords and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    positional = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names]
+    parameters = list((_parameters(fn) or {}).items())
+    if binding.by == "order":
+        parameters = parameters[len(names):]
+    rest = [p.replace(kind=p.KEYWORD_ONLY) for n, p in parameters
+            if n not in names and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    positional = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in order]
     bound.__signature__ = inspect.Signature(positional + rest)
     bound.__name__ = bound.__qualname__ = label
     if framework is not None:
@@ -168,8 +176,10 @@ def check_targets(target_a: str, target_b: str, inputs_path: str, *, reference: 
 
     ``reference``: None, ``"a"``/``"b"`` (that side's float64 rerun, passed to check_port as is) or
     ``MOD:FN``; ``frameworks``: two names or None (guessed); ``say(line)`` hears how each function
-    takes the arrays. Raises :class:`TargetError` for anything given wrong; what the functions raise
-    while running propagates.
+    takes the arrays. The arrays go to check_port in the order the rerun side (else A) takes them,
+    so that side is passed as itself (check_port reruns modules, not stand-ins); a function that
+    takes them otherwise gets a stand-in. Raises :class:`TargetError` for anything given wrong;
+    what the functions raise while running propagates.
     """
     from xattn.backends.calls import FRAMEWORK_NAMES
     from xattn.porting import check as check_module
@@ -191,15 +201,19 @@ def check_targets(target_a: str, target_b: str, inputs_path: str, *, reference: 
             frameworks = (infer_framework(fn_a), infer_framework(fn_b))
         except ValueError as error:
             raise TargetError(str(error)) from None
-    sides = [(fn_a, target_a, frameworks[0]), (fn_b, target_b, frameworks[1])]
+    targets = [(fn_a, target_a, frameworks[0]), (fn_b, target_b, frameworks[1])]
+    if oracle is not None:
+        targets.append((oracle, reference, None))
+    bindings = [bind(fn, names) for fn, _, _ in targets]
+    first = 1 if reference == "b" else 0
+    order = positional_order(targets[first][0], bindings[first], names) or names
     called = []
-    for fn, target, framework in [*sides, *([(oracle, reference, None)] if oracle is not None else [])]:
-        binding = bind(fn, names)
+    for (fn, target, framework), binding in zip(targets, bindings):
         if say is not None:
             say(f"{target} ({framework or 'numpy'}) takes {', '.join(names)} {binding.describe()}")
-        called.append(as_called(fn, binding, names, target, framework))
+        called.append(as_called(fn, binding, names, order, target, framework))
     reference = called[2] if oracle is not None else reference
-    return check_port(called[0], called[1], *(arrays[n] for n in names), reference=reference,
+    return check_port(called[0], called[1], *(arrays[n] for n in order), reference=reference,
                       names=(target_a, target_b), frameworks=tuple(frameworks), grad=grad)
 
 

@@ -10,6 +10,7 @@ budget, findings against a side, each pair's difference and attribution, and the
 from __future__ import annotations
 
 from xattn.numerics.judge import OK
+from xattn.render.schema import CHECK_SCHEMA_ID
 from xattn.render.text import _count, _finite, _sci, _wrap, render_as, share, tabulate
 
 PORT_HEADERS = ("function", "output", "verdict", "max err", "budget", "err/bud", "ULP", "rel L2", "non-finite",
@@ -50,10 +51,6 @@ def render_drift_report(report, tablefmt: str = "simple") -> str:
 
 # ------------------------------------------------------------------------- JSON, CSV, Markdown
 
-#: The ``schema`` of a drift report's JSON document (``xattn check --format json``).
-CHECK_SCHEMA_ID = "xattn.check/1"
-
-
 def side_dict(side) -> dict:
     """One function's drift on one output (a table line) as a JSON object."""
     m, budget = side.drift, side.budget
@@ -67,11 +64,11 @@ def side_dict(side) -> dict:
 
 
 def drift_report_dict(report) -> dict:
-    """A :class:`xattn.porting.check.DriftReport` as one JSON document."""
+    """A :class:`xattn.porting.check.DriftReport` as one JSON document (:data:`xattn.render.schema.CHECK_SCHEMA`)."""
     from xattn._version import __version__
 
     return {
-        "schema": CHECK_SCHEMA_ID, "xattn_version": __version__, "ok": report.ok,
+        "schema": CHECK_SCHEMA_ID, "xattn_version": __version__, "ok": report.ok, "exit_code": 0 if report.ok else 1,
         "names": list(report.names), "frameworks": list(report.frameworks), "dtype": report.dtype,
         "dtype_reason": report.dtype_reason, "basis": report.basis,
         "sides": [side_dict(side) for side in report.sides],
