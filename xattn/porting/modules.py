@@ -142,6 +142,10 @@ def references(fn) -> list[tuple[str, object]]:
     """
     found, seen = [], {id(fn)}
     frontier = [(None, fn, 0)]
+    if _is_plain_object(fn):  # a callable object: its attributes and its class's __call__
+        found += [(f"attribute {name!r}", item) for name, item in list(vars(fn).items())[:64]]
+        call = vars(type(fn)).get("__call__")
+        frontier = [("__call__", call, 1)] if isinstance(call, types.FunctionType) else []
     while frontier:
         where_from, current, depth = frontier.pop(0)
         for where, value in _direct(current):
@@ -310,10 +314,10 @@ def float64_scope(framework: str | None):
 def _to_float64(value):
     """A floating array (NumPy, JAX, torch) as float64 in its own framework; anything else as it is."""
     kind = framework_of(value)
-    if kind is None or not _floating_name(getattr(value, "dtype", None)):
-        return value
+    if kind is None or _floating_name(getattr(value, "dtype", None)) in (None, "float64"):
+        return value  # float64 already: as it is, so that a gradient still flows through it
     if kind == "torch":
-        return value.detach().to(dtype=sys.modules["torch"].float64)
+        return value.to(dtype=sys.modules["torch"].float64)
     if kind == "jax":
         import jax.numpy as jnp
 
