@@ -173,8 +173,9 @@ def test_every_module_kind_is_checked_without_frameworks(kind):
     assert report.ok, report
     assert report.frameworks == ("torch", "jax")
     assert report.kinds == ("TorchDense (torch.nn.Module)", KIND_NAMES[kind])
-    assert " ".join(str(report).split()).startswith(f"xattn check_port: TorchDense (torch, TorchDense (torch.nn.Module)) vs"
-                                  f" {type(port).__name__} (jax, {KIND_NAMES[kind]})")
+    header = " ".join(str(report).split())
+    assert header.startswith(f"xattn check_port: TorchDense (torch, TorchDense (torch.nn.Module)) vs"
+                             f" {type(port).__name__} (jax, {KIND_NAMES[kind]})")
 
 
 MODEL = None
@@ -373,7 +374,8 @@ def test_the_callers_module_is_untouched_by_the_float64_rerun():
     before = {name: value.clone() for name, value in model.state_dict().items()}
     xattn.check_port(model, nnx_encoder(model), IDS, reference="a")
     after = model.state_dict()
-    assert all(after[name].dtype == value.dtype and bool((after[name] == value).all()) for name, value in before.items())
+    for name, value in before.items():
+        assert after[name].dtype == value.dtype and bool((after[name] == value).all()), name
 
 
 @pytest.mark.parametrize("x64_before", [False, True])

@@ -2,7 +2,8 @@
 
 A *tree* is a leaf or a container of trees: a ``dict`` (or subclass, such as torch's
 ``OrderedDict`` state_dict or a Hugging Face ``ModelOutput``), a ``list``, a ``tuple`` (namedtuples
-included) or a dataclass instance (a model's output record). Everything else is a leaf: arrays of any framework, but also ``None``, numbers, strings and other objects; the walker
+included) or a dataclass instance (a model's output record). Everything else is a leaf: arrays of
+any framework, but also ``None``, numbers, strings and other objects; the walker
 never asks what a leaf is, the caller's function decides.
 
 A leaf's *path* is ``root`` followed by one subscript per level, ``[{key!r}]`` for a dict key and

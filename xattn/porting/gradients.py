@@ -18,8 +18,8 @@ import inspect
 import numpy as np
 
 from xattn.backends.calls import call, cotangent_like, differentiable_leaves, float64_vjp, vjp
-from xattn.bridge.trees import leaves
 from xattn.backends.frameworks import FRAMEWORKS
+from xattn.bridge.trees import leaves
 from xattn.contract.spec import numpy_dtype
 from xattn.numerics.budget import OWN_RUN_ULPS, floored, reference_budget
 from xattn.numerics.naive import naive_repeats

@@ -1,10 +1,11 @@
 """``xattn.check_port``'s table: a :class:`xattn.porting.check.DriftReport` as text (``str(report)``).
 
-The header names both functions with the framework each ran in (and a module's class and kind), and the run dtype with what decided
-it. Then one line per (function, output leaf): its verdict, its error beside its budget and the share
-of the budget it uses (err/bud: above 1 is over), the error in ulps at the output's own scale, the
-relative L2 error, the non-finite mismatches and the elements left uncompared. Then each output's
-budget, findings against a side, each pair's difference and attribution, and the overall verdict.
+The header names both functions with the framework each ran in (and a module's class and kind), and
+the run dtype with what decided it. Then one line per (function, output leaf): its verdict, its
+error beside its budget and the share of the budget it uses (err/bud: above 1 is over), the error
+in ulps at the output's own scale, the relative L2 error, the non-finite mismatches and the
+elements left uncompared. Then each output's budget, findings against a side, each pair's
+difference and attribution, and the overall verdict.
 """
 
 from __future__ import annotations
