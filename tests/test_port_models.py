@@ -17,7 +17,7 @@ import pytest
 import xattn
 from xattn.errors import PortCallError
 
-from conftest import require_backend
+from conftest import require_backend, require_equinox
 
 VOCAB, E, H, CLASSES = 13, 8, 2, 3
 IDS = np.random.default_rng(0).integers(0, VOCAB, size=(2, 5))
@@ -122,7 +122,7 @@ def linen_dense(source):
 
 def equinox_dense(source):
     require_backend("jax")
-    import equinox as eqx
+    eqx = require_equinox()
     import jax
     import jax.numpy as jnp
 
