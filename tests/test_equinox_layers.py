@@ -18,14 +18,13 @@ from test_porting import (
     mismatch,
     port,
     randomize,
-    require_equinox,
 )
 
 import xattn
 from xattn.layers.vocabulary import EQX_MHA, FLAX_ATTENTION, NNX_MHA, TORCH_MHA
 from xattn.layers.weights import adapter
 
-from conftest import require_backend
+from conftest import require_backend, require_equinox
 
 eqx = require_equinox()
 

@@ -15,7 +15,7 @@ from xattn.errors import BridgeError
 from xattn.layers.vocabulary import EQX_MHA, FLAX_ATTENTION, KINDS, NNX_MHA, TORCH_ATTENTION, TORCH_MHA
 from xattn.layers.weights import adapter
 
-from conftest import REQUIRED, require_backend
+from conftest import require_backend, require_equinox
 
 E, H = 8, 2
 LENGTHS = np.array([3, 5], dtype=np.int32)
@@ -45,15 +45,6 @@ def build(kind, *, bias=True, kv_heads=None, causal=False, batch_first=False, **
         if name in extra and not _compat.nnx_mha_takes(name):
             pytest.skip(f"this flax's nnx.MultiHeadAttention has no {name} (see xattn/_compat.py)")
     return nnx.MultiHeadAttention(H, E, use_bias=bias, decode=False, rngs=nnx.Rngs(0), **extra)
-
-
-def require_equinox():
-    """equinox, or a skip; a failure where CI demands the frameworks (its environments install the equinox extra)."""
-    if REQUIRED:
-        import equinox
-
-        return equinox
-    return pytest.importorskip("equinox")
 
 
 def build_equinox(*, bias=True, heads=H, **extra):
