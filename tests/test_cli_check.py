@@ -68,11 +68,16 @@ def torch_needs_more(x, wq, wk, wv, wo, mask):
     return torch_attention(torch.as_tensor(x), wq, wk, wv, wo)
 
 
-def hidden_torch(x, wq, wk, wv, wo):
-    return helper(x, wq, wk, wv, wo)   # refers to no framework by name: guessed numpy
+def via_helper(x, wq, wk, wv, wo):
+    return helper(x, wq, wk, wv, wo)  # refers to a function that refers to torch: guessed torch
+
+
+def via_table(x, wq, wk, wv, wo):
+    return TABLE["attention"](x, wq, wk, wv, wo)  # refers to a dict: guessed numpy
 
 
 helper = torch_attention
+TABLE = {"attention": torch_attention}
 '''
 
 NAMES = ("x", "wq", "wk", "wv", "wo")
@@ -107,8 +112,8 @@ def test_a_correct_port_passes_with_the_reference_and_says_how_it_bound(workdir)
                    "--reference", f"{module}.py:reference")
     assert result.exit_code == 0, result.output
     assert "verdict: ok" in result.stdout and "each against the float64 reference" in result.stdout
-    assert f"{module}.py:jax_attention (jax) takes x, wq, wk, wv, wo by name" in result.stderr
-    assert f"{module}.py:torch_attention (torch) takes" in result.stderr
+    assert f"{module}.py:jax_attention takes x, wq, wk, wv, wo by name, as jax arrays (guessed" in result.stderr
+    assert f"{module}.py:torch_attention takes x, wq, wk, wv, wo by name, as torch arrays" in result.stderr
 
 
 def test_a_drifting_port_exits_1_and_names_the_side(workdir):
@@ -155,13 +160,18 @@ def test_arrays_bind_by_name_whatever_the_order_else_in_order(workdir):
 
 def test_frameworks_override_a_wrong_guess(workdir):
     _, module, _ = workdir
-    targets = (f"{module}:jax_attention", f"{module}:hidden_torch", "--inputs", "in.npz")
+    found = check(f"{module}:jax_attention", f"{module}:via_helper", "--inputs", "in.npz")
+    assert found.exit_code == 0, found.output
+    assert f"{module}:via_helper takes x, wq, wk, wv, wo by name, as torch arrays (guessed: it" in found.stderr
+    targets = (f"{module}:jax_attention", f"{module}:via_table", "--inputs", "in.npz")
     guessed = check(*targets)
     assert guessed.exit_code == 1 and "Traceback" not in guessed.output
-    assert f"{module}:hidden_torch (numpy) takes" in guessed.stderr
-    assert "xattn check: error: " in guessed.stderr and "pass --frameworks" in guessed.stderr
-    assert f"{module}.py:" in guessed.stderr  # where in the user's code it raised
-    assert check(*targets, "--frameworks", "jax,torch").exit_code == 0
+    assert "as numpy arrays (guessed: it refers to no module, array or function of jax or torch)" in guessed.stderr
+    error = [line for line in guessed.stderr.splitlines() if line.startswith("xattn check: error: ")]
+    assert len(error) == 1 and "say which: --frameworks A,B" in error[0]
+    assert f"{module}.py:" in error[0]  # where in the user's code it raised
+    told = check(*targets, "--frameworks", "jax,torch")
+    assert told.exit_code == 0 and "as torch arrays (as told)" in told.stderr
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -195,23 +205,7 @@ def test_a_module_that_fails_to_import_is_a_usage_error(workdir):
     assert "broken.py: importing it raised RuntimeError: no weights here" in result.stderr
 
 
-def test_reference_a_waits_for_check_ports_float64_rerun(workdir):
-    # check_port(reference="a") comes with issue 13 item 3 (branch wt-models); until it lands the
-    # command says so as a usage error. When it lands, this test changes to expect exit 0.
-    from xattn.porting import check as check_module
-
-    if hasattr(check_module, "RERUN_SIDES"):
-        pytest.skip("check_port has reference='a': tested in test_reference_a_reruns_a_side")
-    _, module, _ = workdir
-    result = check(f"{module}:jax_attention", f"{module}:torch_attention", "--inputs", "in.npz", "--reference", "a")
-    assert result.exit_code == 2 and "cannot rerun a side in float64 yet" in result.stderr
-
-
 def test_reference_a_reruns_a_side(workdir):
-    from xattn.porting import check as check_module
-
-    if not hasattr(check_module, "RERUN_SIDES"):
-        pytest.skip("waiting on check_port(reference='a') (issue 13 item 3, branch wt-models)")
     _, module, _ = workdir
     ok = check(f"{module}:jax_attention", f"{module}:torch_attention", "--inputs", "in.npz", "--reference", "a")
     assert ok.exit_code == 0, ok.output

@@ -275,7 +275,7 @@ def check(fn_a, fn_b, inputs_path, reference, grad, frameworks, fmt, output):
     except TargetError as error:
         raise click.UsageError(str(error)) from None
     except Exception as error:  # the user's code raised (or its outputs cannot be compared): a failed check
-        hint = "" if chosen else "; if a framework was guessed wrong, pass --frameworks"
+        hint = "" if chosen else "; if a framework was guessed wrong (see above), say which: --frameworks A,B"
         click.echo(f"xattn check: error: {failure(error)}{hint}", err=True)
         raise SystemExit(1) from None
     _emit(render_drift(report, fmt), output)

@@ -21,10 +21,6 @@ from typing import Callable
 
 import numpy as np
 
-#: ``--reference`` values that make one side's float64 rerun the oracle (check_port's ``reference="a"``).
-RERUN_SIDES = ("a", "b")
-
-
 #: Modules loaded from ``.py`` paths, by resolved path.
 _FILES: dict[Path, object] = {}
 
@@ -182,35 +178,35 @@ def check_targets(target_a: str, target_b: str, inputs_path: str, *, reference: 
     what the functions raise while running propagates.
     """
     from xattn.backends.calls import FRAMEWORK_NAMES
-    from xattn.porting import check as check_module
-    from xattn.porting.check import check_port
-    from xattn.porting.infer import infer_framework
+    from xattn.porting.check import RERUN_SIDES, check_port
+    from xattn.porting.infer import guess_framework
 
     if frameworks is not None and (len(frameworks) != 2 or any(f not in FRAMEWORK_NAMES for f in frameworks)):
         raise TargetError(f"frameworks: expected two of {', '.join(FRAMEWORK_NAMES)}, one per function, such as"
                           f" jax,torch; got {','.join(frameworks)}")
-    if reference in RERUN_SIDES and not hasattr(check_module, "RERUN_SIDES"):
-        raise TargetError(f"reference {reference!r}: expected a MOD:FN reference; this xattn's check_port cannot"
-                          " rerun a side in float64 yet")
     fn_a, fn_b = load_target(target_a), load_target(target_b)
     oracle = None if reference in (None, *RERUN_SIDES) else load_target(reference)
     arrays = load_inputs(inputs_path)
     names = list(arrays)
     if frameworks is None:
         try:
-            frameworks = (infer_framework(fn_a), infer_framework(fn_b))
+            guesses = [guess_framework(fn_a), guess_framework(fn_b)]
         except ValueError as error:
             raise TargetError(str(error)) from None
-    targets = [(fn_a, target_a, frameworks[0]), (fn_b, target_b, frameworks[1])]
+        frameworks = tuple(framework for framework, _ in guesses)
+        whys = [f"guessed: {why}" for _, why in guesses]
+    else:
+        whys = ["as told", "as told"]
+    targets = [(fn_a, target_a, frameworks[0], whys[0]), (fn_b, target_b, frameworks[1], whys[1])]
     if oracle is not None:
-        targets.append((oracle, reference, None))
-    bindings = [bind(fn, names) for fn, _, _ in targets]
+        targets.append((oracle, reference, None, "the reference"))
+    bindings = [bind(fn, names) for fn, *_ in targets]
     first = 1 if reference == "b" else 0
     order = positional_order(targets[first][0], bindings[first], names) or names
     called = []
-    for (fn, target, framework), binding in zip(targets, bindings):
+    for (fn, target, framework, why), binding in zip(targets, bindings):
         if say is not None:
-            say(f"{target} ({framework or 'numpy'}) takes {', '.join(names)} {binding.describe()}")
+            say(f"{target} takes {', '.join(names)} {binding.describe()}, as {framework or 'numpy'} arrays ({why})")
         called.append(as_called(fn, binding, names, order, target, framework))
     reference = called[2] if oracle is not None else reference
     return check_port(called[0], called[1], *(arrays[n] for n in order), reference=reference,
