@@ -78,6 +78,15 @@ def via_table(x, wq, wk, wv, wo):
 
 helper = torch_attention
 TABLE = {"attention": torch_attention}
+
+
+class Attention(torch.nn.Module):
+    def forward(self, x, wq, wk, wv, wo):
+        return TABLE["attention"](x, wq, wk, wv, wo)
+
+
+class Holder:
+    model = Attention()
 '''
 
 NAMES = ("x", "wq", "wk", "wv", "wo")
@@ -156,6 +165,14 @@ def test_arrays_bind_by_name_whatever_the_order_else_in_order(workdir):
                    "--reference", f"{module}:reference")
     assert result.exit_code == 0, result.output
     assert "takes arr_0, arr_1, arr_2, arr_3, arr_4 in the file's order" in result.stderr
+
+
+def test_a_dotted_fn_names_a_module_object(workdir):
+    _, module, _ = workdir
+    result = check(f"{module}:Holder.model", f"{module}.py:jax_attention", "--inputs", "in.npz",
+                   "--reference", f"{module}:reference", "--grad")
+    assert result.exit_code == 0, result.output
+    assert f"{module}:Holder.model takes x, wq, wk, wv, wo by name, as torch arrays (guessed: it is" in result.stderr
 
 
 def test_frameworks_override_a_wrong_guess(workdir):

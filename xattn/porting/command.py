@@ -106,6 +106,9 @@ class Binding:
 
 
 def _parameters(fn) -> dict[str, inspect.Parameter] | None:
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(fn, torch.nn.Module):  # its __call__ is (*args, **kwargs)
+        fn = fn.forward
     try:
         return dict(inspect.signature(fn).parameters)
     except (TypeError, ValueError):  # a builtin or C function without a signature: only order works
