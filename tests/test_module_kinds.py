@@ -251,3 +251,27 @@ def test_active_dropout_is_found_and_an_evaluated_module_is_quiet():
     assert modules.dropout_findings(equinox_net()) == []
     assert "Dropout(p=0.5" in modules.dropout_findings(eqx.nn.Sequential([eqx.nn.Dropout(0.5)]))[0]
     assert modules.dropout_findings(eqx.nn.inference_mode(eqx.nn.Sequential([eqx.nn.Dropout(0.5)]))) == []
+
+
+def test_a_fixed_compute_dtype_is_lifted_to_float64_in_the_rerun():
+    require_backend("jax")
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    fixed = nnx.Linear(4, 3, dtype=jnp.float32, rngs=nnx.Rngs(0))
+    assert numpy_of(float64_version(fixed)(jnp.asarray(X))).dtype == np.float64
+    assert fixed.dtype == jnp.float32  # the caller's module keeps its own
+
+    class Block(nn.Module):  # the Hugging Face Flax pattern: submodules take dtype=self.dtype
+        dtype: object = jnp.float32
+
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3, dtype=self.dtype)(x)
+
+    block = Block()
+    bound = block.bind(block.init(jax.random.key(0), jnp.ones((1, 4))))
+    assert numpy_of(float64_version(bound)(jnp.asarray(X))).dtype == np.float64
+    assert numpy_of(bound(jnp.asarray(X))).dtype == np.float32

@@ -20,10 +20,13 @@ from xattn.numerics.naive import naive_run_count
 #: The budget's multiplier on the naive computation's error (FlashAttention's tests use 2).
 NAIVE_FACTOR = 2.0
 #: Rounding steps in the floor of a budget whose naive run is one side's own deterministic run
-#: (check_port's ``reference="a"``): one library's rounding is one sample, and another library's
-#: elementwise functions may be a few ulps off where the first is correctly rounded (float32 tanh
-#: on this CPU: torch 0.51 ulp, jax.numpy 4.46 ulps at the value, over 10^6 draws of N(0, 4)).
-OWN_RUN_ULPS = 4
+#: (check_port's ``reference="a"``): that run is one sample of rounding, from one library, and
+#: another library's functions may be several ulps off where the first is correctly rounded
+#: (float32 tanh on this CPU: torch 0.51 ulp, jax.numpy 4.46 ulps, over 10^6 draws of N(0, 4)).
+#: Measured on tests/test_port_models.py's encoder (torch vs nnx, 100 seeds): the port's error
+#: reached 2× the oracle side's own + 4.9 steps; with 8, the worst correct port used 0.70 of its
+#: budget, and a LayerNorm epsilon of 2e-5 for 1e-5 was still caught in 100 of 100.
+OWN_RUN_ULPS = 8
 
 
 #: torch.testing.assert_close's default (rtol, atol) per dtype: the fallback budget.

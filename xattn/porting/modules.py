@@ -193,7 +193,13 @@ def _held_parameters(fn) -> list[tuple[str, object]]:
 
 
 def _floating_name(dtype) -> str | None:
-    name = getattr(dtype, "name", None) or str(dtype).replace("torch.", "")
+    """``"float32"`` for any spelling of a floating dtype (NumPy, JAX scalar types, torch), else None."""
+    if dtype is None:
+        return None
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:  # a torch dtype
+        name = str(dtype).replace("torch.", "")
     return name if name in ("float64", "float32", "float16", "bfloat16") else None
 
 
@@ -384,6 +390,8 @@ def _module_float64(module) -> tuple[Callable, object]:
     if kind == "torch":
         copied = copy.deepcopy(module).double()
         return copied, copied
+    import jax.numpy as jnp
+
     with _compat.jax_x64(True):
         if kind == "nnx":
             copied = _nnx_float64(module)
@@ -391,6 +399,10 @@ def _module_float64(module) -> tuple[Callable, object]:
         if kind == "linen":
             check_callable(module)
             unbound, variables = module.unbind()
+            fixed = {name: jnp.float64 for name in ("dtype", "param_dtype")
+                     if _floating_name(getattr(unbound, name, None))}
+            if fixed:  # a compute dtype field (submodules made with dtype=self.dtype follow it)
+                unbound = unbound.clone(**fixed)
             copied = unbound.bind(_cast_jax_tree(variables))
             return copied, copied
         copied = _cast_jax_tree(module)  # equinox: a module is a pytree of its arrays
