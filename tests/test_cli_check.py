@@ -144,7 +144,7 @@ def test_grad_rows_and_the_other_formats(workdir):
     document = json.loads((tmp_path / "report.json").read_text())
     jsonschema.validate(document, CHECK_SCHEMA)
     assert document["schema"] == "xattn.check/1" and document["ok"] is True and document["exit_code"] == 0
-    assert document["frameworks"] == ["jax", "torch"]
+    assert document["frameworks"] == ["jax", "torch"] and document["kinds"] == ["function", "function"]
     outputs = [side["output"] for side in document["sides"]]
     assert outputs[::2] == ["out", *(f"grad/{name}" for name in NAMES)]
     assert all(pair["attribution"] == "rounding noise" for pair in document["pairs"])

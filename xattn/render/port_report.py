@@ -71,7 +71,8 @@ def drift_report_dict(report) -> dict:
 
     return {
         "schema": CHECK_SCHEMA_ID, "xattn_version": __version__, "ok": report.ok, "exit_code": 0 if report.ok else 1,
-        "names": list(report.names), "frameworks": list(report.frameworks), "dtype": report.dtype,
+        "names": list(report.names), "frameworks": list(report.frameworks), "kinds": list(report.kinds),
+        "dtype": report.dtype,
         "dtype_reason": report.dtype_reason, "basis": report.basis,
         "sides": [side_dict(side) for side in report.sides],
         "pairs": [{"output": p.output, "max_abs_diff": _finite(p.max_abs_diff), "rel_l2_diff": _finite(p.rel_l2_diff),

@@ -185,7 +185,7 @@ CHECK_SCHEMA = {
     "$id": CHECK_SCHEMA_ID,
     "title": "xattn check report",
     "type": "object",
-    "required": ["schema", "xattn_version", "ok", "exit_code", "names", "frameworks", "dtype", "dtype_reason",
+    "required": ["schema", "xattn_version", "ok", "exit_code", "names", "frameworks", "kinds", "dtype", "dtype_reason",
                  "basis", "sides", "pairs", "notes"],
     "properties": {
         "schema": {"const": CHECK_SCHEMA_ID},
@@ -194,6 +194,7 @@ CHECK_SCHEMA = {
         "exit_code": {"enum": [0, 1]},
         "names": {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "string"}},
         "frameworks": {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "string"}},
+        "kinds": {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "string"}},
         "dtype": {"type": "string"},
         "dtype_reason": {"type": "string"},
         "basis": {"type": "string"},
