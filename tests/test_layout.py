@@ -30,10 +30,11 @@ FRAMEWORK_MODULES = (
     "xattn.__main__",
     "xattn.backends.jax_attention",
     "xattn.backends.torch_attention",
+    "xattn.layers.equinox_layer",
     "xattn.layers.flax_layer",
     "xattn.layers.torch_layer",
 )
-FRAMEWORKS = ("jax", "jaxlib", "flax", "torch")
+FRAMEWORKS = ("jax", "jaxlib", "flax", "equinox", "torch")
 #: Files (``__init__.py`` included) that may sit directly in ``xattn/``: everything else goes into a part.
 MOST_TOP_LEVEL_MODULES = 12
 

@@ -1,8 +1,10 @@
-"""``xattn.port_weights`` between every pair of the four layer kinds, and ``check_layers`` on the result.
+"""``xattn.port_weights`` between every pair of the five layer kinds, and ``check_layers`` on the result.
 
-Kinds: xattn.FlaxAttention, xattn.TorchAttention, flax.nnx.MultiHeadAttention and
-torch.nn.MultiheadAttention. A randomly initialised source (biases included) is ported and both
-layers must agree within the float32 budget against the float64 oracle, with and without masks.
+Kinds: xattn.FlaxAttention, xattn.TorchAttention, flax.nnx.MultiHeadAttention,
+torch.nn.MultiheadAttention and equinox.nn.MultiheadAttention (whose port returns a new module:
+:func:`port`); equinox's own conventions are in tests/test_equinox_layers.py. A randomly
+initialised source (biases included) is ported and both layers must agree within the float32
+budget against the float64 oracle, with and without masks.
 """
 
 import numpy as np
@@ -10,10 +12,10 @@ import pytest
 
 import xattn
 from xattn.errors import BridgeError
-from xattn.layers.vocabulary import FLAX_ATTENTION, KINDS, NNX_MHA, TORCH_ATTENTION, TORCH_MHA
+from xattn.layers.vocabulary import EQX_MHA, FLAX_ATTENTION, KINDS, NNX_MHA, TORCH_ATTENTION, TORCH_MHA
 from xattn.layers.weights import adapter
 
-from conftest import require_backend
+from conftest import require_backend, require_equinox
 
 E, H = 8, 2
 LENGTHS = np.array([3, 5], dtype=np.int32)
@@ -29,6 +31,8 @@ def build(kind, *, bias=True, kv_heads=None, causal=False, batch_first=False, **
             return xattn.TorchAttention(E, H, kv_heads=kv_heads, causal=causal, bias=bias, **extra)
         return torch.nn.MultiheadAttention(E, H, bias=bias, batch_first=batch_first, **extra)
     require_backend("jax")
+    if kind == EQX_MHA:
+        return build_equinox(bias=bias, **extra)
     from flax import nnx
 
     if kind == FLAX_ATTENTION:
@@ -43,9 +47,35 @@ def build(kind, *, bias=True, kv_heads=None, causal=False, batch_first=False, **
     return nnx.MultiHeadAttention(H, E, use_bias=bias, decode=False, rngs=nnx.Rngs(0), **extra)
 
 
+def build_equinox(*, bias=True, heads=H, **extra):
+    """An ``equinox.nn.MultiheadAttention`` of width E, all four biases or none (``extra`` overrides a flag)."""
+    eqx = require_equinox()
+    import jax
+
+    flags = {f"use_{part}_bias": bias for part in ("query", "key", "value", "output")}
+    return eqx.nn.MultiheadAttention(heads, E, **{**flags, **extra}, key=jax.random.PRNGKey(0))
+
+
+def port(src, dst, **options):
+    """``(dst after the port, the PortedWeights record or None)``: a port into equinox returns a new module."""
+    ported = xattn.port_weights(src, dst, **options)
+    return (ported, None) if adapter(dst).kind == EQX_MHA else (dst, ported)
+
+
 def randomize(layer, seed=1):
-    """Every parameter drawn N(0, 0.5): fresh biases are zeros, which would hide a misplaced one."""
+    """Every parameter drawn N(0, 0.5): fresh biases are zeros, which would hide a misplaced one.
+
+    Returns the layer (a new one for equinox, whose modules are immutable).
+    """
     rng = np.random.default_rng(seed)
+    if adapter(layer).kind == EQX_MHA:
+        import equinox as eqx
+        import jax
+
+        arrays, static = eqx.partition(layer, eqx.is_inexact_array)
+        drawn = jax.tree_util.tree_map(
+            lambda a: xattn.to_jax((0.5 * rng.standard_normal(a.shape)).astype(np.float32)), arrays)
+        return eqx.combine(drawn, static)
     if adapter(layer).framework == "torch":
         for parameter in layer.parameters():  # copied into torch's own (aligned) storage
             parameter.data.copy_(xattn.to_torch((0.5 * rng.standard_normal(tuple(parameter.shape))).astype(np.float32)))
@@ -78,9 +108,8 @@ PAIRS = [(src, dst) for src in KINDS for dst in KINDS]
 @pytest.mark.parametrize("src_kind, dst_kind", PAIRS, ids=[f"{s}->{d}" for s, d in PAIRS])
 def test_every_pair_ports_and_agrees(src_kind, dst_kind, masked):
     src = randomize(build(src_kind, causal=masked))
-    dst = build(dst_kind, causal=masked)
-    ported = xattn.port_weights(src, dst)
-    assert {t.how for t in ported.transfers} <= {"zero-copy", "copy"}
+    dst, ported = port(src, build(dst_kind, causal=masked))
+    assert ported is None or {t.how for t in ported.transfers} <= {"zero-copy", "copy"}
     report = xattn.check_layers(src, dst, inputs(), causal=masked, key_lengths=LENGTHS if masked else None, grad=False)
     report.assert_ok()
     assert report.pairs[0].attribution == "rounding noise"
@@ -252,7 +281,7 @@ def test_porting_modules_import_no_framework():
             xattn.port_weights(object(), object())
         except TypeError as error:
             assert "expected a layer of one of" in str(error), error
-        print(",".join(m for m in ("jax", "torch", "flax", "jaxlib") if m in sys.modules))
+        print(",".join(m for m in ("jax", "torch", "flax", "jaxlib", "equinox") if m in sys.modules))
         """
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -1,6 +1,6 @@
 """The contract's view of an attention layer, shared by every kind: :class:`LayerConfig` and the layouts.
 
-Four layer kinds (shape letters as in :mod:`xattn.contract.spec`; Eq, Ek, Ev, Eo are the query,
+Five layer kinds (shape letters as in :mod:`xattn.contract.spec`; Eq, Ek, Ev, Eo are the query,
 key, value input widths and the output width, all E in the contract):
 
 - ``xattn.FlaxAttention`` and ``xattn.TorchAttention``: wq (H,E,D), wk and wv (G,E,D), wo (H,D,E);
@@ -10,6 +10,8 @@ key, value input widths and the output width, all E in the contract):
 - ``torch.nn.MultiheadAttention``: in_proj_weight (3·H·D, E) = [Wq; Wk; Wv], row h·D+d of Wq
   being head h's feature d (q/k/v_proj_weight (H·D, Eq|Ek|Ev) instead when kdim/vdim != E);
   in_proj_bias (3·H·D,); out_proj.weight (Eo, H·D), out_proj.bias (Eo,).
+- ``equinox.nn.MultiheadAttention``: {query,key,value}_proj.weight (H·D, Eq|Ek|Ev), torch's
+  unpacked layout, and .bias (H·D,); output_proj.weight (Eo, H·D), output_proj.bias (Eo,).
 
 :func:`to_contract` reads any kind's parameters into the contract's layout (the first item's
 names) and :func:`from_contract` writes them back, with einops, so torch views and JAX arrays
@@ -34,7 +36,8 @@ FLAX_ATTENTION = "xattn.FlaxAttention"
 TORCH_ATTENTION = "xattn.TorchAttention"
 NNX_MHA = "flax.nnx.MultiHeadAttention"
 TORCH_MHA = "torch.nn.MultiheadAttention"
-KINDS = (FLAX_ATTENTION, TORCH_ATTENTION, NNX_MHA, TORCH_MHA)
+EQX_MHA = "equinox.nn.MultiheadAttention"
+KINDS = (FLAX_ATTENTION, TORCH_ATTENTION, NNX_MHA, TORCH_MHA, EQX_MHA)
 #: The kinds xattn builds itself, whose options (``causal`` included) are fixed when built.
 XATTN_KINDS = (FLAX_ATTENTION, TORCH_ATTENTION)
 
@@ -223,6 +226,22 @@ def _nnx_layout(array, name: str, *, inverse: bool = False):
     return rearrange(array, f"{target} -> {source}" if inverse else pattern)
 
 
+#: equinox's projections (``eqx.nn.Linear``, weight (out, in)) by the contract letter they hold.
+_EQX_PROJECTIONS = {"query_proj": "q", "key_proj": "k", "value_proj": "v", "output_proj": "o"}
+#: A ``Linear``'s weight (out, in) and bias (out,) as the contract's parameter; heads are the major part of H·D.
+_LINEAR_LAYOUTS = {"wq": "(H D) E -> H E D", "wk": "(H D) E -> H E D", "wv": "(H D) E -> H E D",
+                   "wo": "E (H D) -> H D E", "bq": "(H D) -> H D", "bk": "(H D) -> H D", "bv": "(H D) -> H D"}
+
+
+def _linear_layout(array, held: str, heads: int, *, inverse: bool = False):
+    """A linear layer's parameter holding the contract's ``held`` in the contract's layout (``inverse``: from it)."""
+    pattern = _LINEAR_LAYOUTS.get(held)
+    if pattern is None:  # bo (Eo,) is the contract's own layout
+        return array
+    source, target = pattern.split(" -> ")
+    return rearrange(array, f"{target} -> {source}" if inverse else pattern, H=heads)
+
+
 def _thirds(packed, rows: int):
     return packed[:rows], packed[rows : 2 * rows], packed[2 * rows :]
 
@@ -237,6 +256,11 @@ def raw_names(config: LayerConfig) -> dict[str, tuple[str, ...]]:
         parts = {"query": "q", "key": "k", "value": "v", "out": "o"}
         names = {f"{part}.kernel": (f"w{letter}",) for part, letter in parts.items()}
         names.update({f"{part}.bias": (f"b{letter}",) for part, letter in parts.items()} if config.bias else {})
+        return names
+    if config.kind == EQX_MHA:
+        names = {f"{part}.weight": (f"w{letter}",) for part, letter in _EQX_PROJECTIONS.items()}
+        if config.bias:
+            names.update({f"{part}.bias": (f"b{letter}",) for part, letter in _EQX_PROJECTIONS.items()})
         return names
     if config.packed:
         names = {"in_proj_weight": ("wq", "wk", "wv")}
@@ -253,6 +277,8 @@ def to_contract(raw: dict, config: LayerConfig) -> dict:
     H, D = config.heads, config.head_dim
     if config.kind in _ONE_TO_ONE:
         return {held: _nnx_layout(raw[name], name) for name, (held,) in raw_names(config).items()}
+    if config.kind == EQX_MHA:
+        return {held: _linear_layout(raw[name], held, H) for name, (held,) in raw_names(config).items()}
     if config.packed:
         projections = _thirds(raw["in_proj_weight"], H * D)
     else:
@@ -270,6 +296,9 @@ def from_contract(weights: dict, config: LayerConfig) -> dict:
     """The contract's weights in ``config``'s layer names and layout (the inverse of :func:`to_contract`)."""
     if config.kind in _ONE_TO_ONE:
         return {name: _nnx_layout(weights[held], name, inverse=True) for name, (held,) in raw_names(config).items()}
+    if config.kind == EQX_MHA:
+        return {name: _linear_layout(weights[held], held, config.heads, inverse=True)
+                for name, (held,) in raw_names(config).items()}
     rows = [rearrange(weights[name], "H E D -> (H D) E") for name in ("wq", "wk", "wv")]
     if config.packed:
         raw = {"in_proj_weight": pack(rows, "* E")[0]}

@@ -1,6 +1,6 @@
 """Copy a multi-head attention layer's weights between JAX and PyTorch: :func:`port_weights`.
 
-Any of the four layer kinds of :mod:`xattn.layers.vocabulary` ports into any other. Every kind is
+Any of the five layer kinds of :mod:`xattn.layers.vocabulary` ports into any other. Every kind is
 read into the contract's layout and written from it (:func:`~xattn.layers.vocabulary.to_contract`,
 :func:`~xattn.layers.vocabulary.from_contract`): a torch source stays views until the last step,
 so a destination parameter shares the source's buffer (through :mod:`xattn.bridge`) wherever its
@@ -8,8 +8,8 @@ layout allows, and gets an exact copy otherwise (a packed ``in_proj_weight`` is 
 from three). Rearranging and concatenating never changes a bit.
 
 This module imports no framework: a layer's kind is told from ``sys.modules``, and the
-per-framework adapters live in :mod:`xattn.layers.flax_layer` and :mod:`xattn.layers.torch_layer`,
-imported only when a layer of that framework is handed over.
+per-framework adapters live in :mod:`xattn.layers.flax_layer`, :mod:`xattn.layers.torch_layer` and
+:mod:`xattn.layers.equinox_layer`, imported only when a layer of that framework is handed over.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from xattn.layers.vocabulary import (
 
 
 def adapter(layer):
-    """The per-framework adapter for ``layer``; TypeError naming the four kinds otherwise."""
+    """The per-framework adapter for ``layer``; TypeError naming the five kinds otherwise."""
     found = next((candidate for cls, candidate in _adapters(layer).items() if isinstance(layer, cls)), None)
     if found is None:
         raise not_a_layer(layer)
@@ -54,6 +54,11 @@ def _adapters(layer) -> dict:
         from xattn.layers import flax_layer
 
         return flax_layer.ADAPTERS
+    equinox = sys.modules.get("equinox")
+    if equinox is not None and isinstance(layer, equinox.Module):
+        from xattn.layers import equinox_layer
+
+        return equinox_layer.ADAPTERS
     return {}
 
 
@@ -97,11 +102,14 @@ class PortedWeights:
         return f"{self.source} -> {self.target}\n{table}"
 
 
-def port_weights(src, dst, *, copy: bool | None = None) -> PortedWeights:
-    """Copy ``src``'s attention weights into ``dst``, in place, so both compute the same outputs.
+def port_weights(src, dst, *, copy: bool | None = None):
+    """Copy ``src``'s attention weights into ``dst`` (in place, but for equinox) so both compute the same outputs.
 
     ``src`` and ``dst`` are any two of ``xattn.FlaxAttention``, ``xattn.TorchAttention``,
-    ``flax.nnx.MultiHeadAttention`` and ``torch.nn.MultiheadAttention``. ``copy`` follows
+    ``flax.nnx.MultiHeadAttention``, ``torch.nn.MultiheadAttention`` and
+    ``equinox.nn.MultiheadAttention``. Returns a :class:`PortedWeights` record (``str()`` is a
+    table), except into equinox: its modules are immutable, so ``dst`` is left as it is and the
+    ported module is returned instead (``eqx_mha = xattn.port_weights(torch_mha, eqx_mha)``). ``copy`` follows
     :mod:`xattn.bridge`: ``None`` shares the source's buffer wherever the destination's layout
     allows and copies exactly otherwise; ``True`` always copies; ``False`` refuses
     (:class:`~xattn.errors.BridgeError`) any parameter that would need a copy. Shared buffers alias:
@@ -146,7 +154,9 @@ def port_weights(src, dst, *, copy: bool | None = None) -> PortedWeights:
             )
         placed[name] = array
         transfers.append(Transfer(name, sources, tuple(array.shape), dst_config.dtype, how))
-    dst_adapter.assign(dst, placed)
+    ported = dst_adapter.assign(dst, placed)
+    if getattr(dst_adapter, "immutable", False):  # equinox: a new module, dst unchanged
+        return ported
     return PortedWeights(src_config.kind, dst_config.kind, tuple(transfers))
 
 

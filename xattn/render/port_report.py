@@ -1,16 +1,18 @@
 """``xattn.check_port``'s table: a :class:`xattn.porting.check.DriftReport` as text (``str(report)``).
 
-The header names both functions with the framework each ran in, and the run dtype with what decided
-it. Then one line per (function, output leaf): its verdict, its error beside its budget and the share
-of the budget it uses (err/bud: above 1 is over), the error in ulps at the output's own scale, the
-relative L2 error, the non-finite mismatches and the elements left uncompared. Then each output's
-budget, findings against a side, each pair's difference and attribution, and the overall verdict.
+The header names both functions with the framework each ran in (and a module's class and kind), and
+the run dtype with what decided it. Then one line per (function, output leaf): its verdict, its
+error beside its budget and the share of the budget it uses (err/bud: above 1 is over), the error
+in ulps at the output's own scale, the relative L2 error, the non-finite mismatches and the
+elements left uncompared. Then each output's budget, findings against a side, each pair's
+difference and attribution, and the overall verdict.
 """
 
 from __future__ import annotations
 
 from xattn.numerics.judge import OK
-from xattn.render.text import _count, _sci, _wrap, share, tabulate
+from xattn.render.schema import CHECK_SCHEMA_ID
+from xattn.render.text import _count, _finite, _sci, _wrap, render_as, share, tabulate
 
 PORT_HEADERS = ("function", "output", "verdict", "max err", "budget", "err/bud", "ULP", "rel L2", "non-finite",
                 "uncompared")
@@ -20,12 +22,13 @@ def _budget_cell(budget) -> str:
     return "rtol/atol" if budget.method == "tolerance" else _sci(budget.max_abs)
 
 
-def render_drift_report(report) -> str:
-    """A :class:`xattn.porting.check.DriftReport` as its table."""
+def render_drift_report(report, tablefmt: str = "simple") -> str:
+    """A :class:`xattn.porting.check.DriftReport` as its table (``tablefmt="github"``: Markdown)."""
     (a, b), (framework_a, framework_b) = report.names, report.frameworks
+    kind_a, kind_b = (f", {kind}" if kind and kind != "function" else "" for kind in report.kinds)
     reason = report.dtype_reason or report.dtype
-    lines = [_wrap("xattn check_port: ", f"{a} ({framework_a}) vs {b} ({framework_b}); run dtype {reason};"
-                                         f" {report.basis}"), ""]
+    lines = [_wrap("xattn check_port: ", f"{a} ({framework_a}{kind_a}) vs {b} ({framework_b}{kind_b}); run dtype"
+                                         f" {reason}; {report.basis}"), ""]
     cells, budgets, findings = [], {}, []
     for side in report.sides:
         m, budget = side.drift, side.budget
@@ -36,7 +39,7 @@ def render_drift_report(report) -> str:
         findings += [_wrap(f"{side.name} {side.output}: ", note) for note in side.notes]
         if m.size and not m.compared:
             findings.append(_wrap(f"{side.name} {side.output}: ", "no finite element to compare, so it is not ok"))
-    lines += [tabulate(cells, PORT_HEADERS), ""]
+    lines += [tabulate(cells, PORT_HEADERS, tablefmt=tablefmt), ""]
     for output, budget in budgets.items():
         lines.append(_wrap(f"budget {output}: ", f"{budget.describe()} ({budget.dtype})"))
     lines += [_wrap("", note) for note in report.notes]
@@ -46,3 +49,46 @@ def render_drift_report(report) -> str:
         lines.append(_wrap(f"{pair.output}: ", f"{difference}; {pair.attribution}"))
     lines.append(f"verdict: {OK if report.ok else 'NOT OK'}")
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------- JSON, CSV, Markdown
+
+def side_dict(side) -> dict:
+    """One function's drift on one output (a table line) as a JSON object."""
+    m, budget = side.drift, side.budget
+    return {
+        "function": side.name, "output": side.output, "verdict": side.verdict,
+        "max_abs_err": _finite(m.max_abs_err), "rel_l2_err": _finite(m.rel_l2_err),
+        "ulp_at_scale": _finite(m.ulp_at_scale), "nonfinite_mismatches": m.nonfinite_mismatches,
+        "uncompared": m.uncompared, "budget": _finite(budget.max_abs), "budget_method": budget.method,
+        "budget_use": _finite(side.budget_use), "notes": list(side.notes),
+    }
+
+
+def drift_report_dict(report) -> dict:
+    """A :class:`xattn.porting.check.DriftReport` as one JSON document (:data:`xattn.render.schema.CHECK_SCHEMA`)."""
+    from xattn._version import __version__
+
+    return {
+        "schema": CHECK_SCHEMA_ID, "xattn_version": __version__, "ok": report.ok, "exit_code": 0 if report.ok else 1,
+        "names": list(report.names), "frameworks": list(report.frameworks), "kinds": list(report.kinds),
+        "dtype": report.dtype,
+        "dtype_reason": report.dtype_reason, "basis": report.basis,
+        "sides": [side_dict(side) for side in report.sides],
+        "pairs": [{"output": p.output, "max_abs_diff": _finite(p.max_abs_diff), "rel_l2_diff": _finite(p.rel_l2_diff),
+                   "attribution": p.attribution} for p in report.pairs],
+        "notes": list(report.notes),
+    }
+
+
+def _csv_records(report) -> list[dict]:
+    records = [side_dict(side) for side in report.sides]
+    for record in records:
+        record["notes"] = "; ".join(record["notes"])
+    return records
+
+
+def render_drift(report, format: str = "table") -> str:
+    """``report`` in one of :data:`xattn.render.text.FORMATS` (``table`` is ``str(report)``)."""
+    return render_as(report, format, to_dict=drift_report_dict, tabular=render_drift_report,
+                     csv_records=_csv_records, empty_header=("function",))

@@ -1,4 +1,7 @@
-"""The JSON Schema (draft 2020-12) of ``xattn compare --format json``, documented in docs/comparator.md.
+"""The JSON Schemas (draft 2020-12) of ``xattn compare``/``sweep``/``check --format json``.
+
+compare's and sweep's are documented in docs/comparator.md and docs/sweep.md, check's (a
+:class:`xattn.porting.check.DriftReport`) in docs/porting.md.
 
 Stable within a ``schema`` id: fields may be added, none renamed or removed. Every key listed in
 ``required`` is always present; metrics that do not apply (an errored row, no timing) are ``null``.
@@ -150,5 +153,61 @@ SWEEP_SCHEMA = {
                 "properties": {"values": {"type": "object"}, "report": REPORT_SCHEMA},
             },
         },
+    },
+}
+
+CHECK_SCHEMA_ID = "xattn.check/1"
+
+#: One line of a drift report: one function's drift on one output (or gradient) against its budget.
+CHECK_SIDE_SCHEMA = {
+    "type": "object",
+    "required": ["function", "output", "verdict", "max_abs_err", "rel_l2_err", "ulp_at_scale",
+                 "nonfinite_mismatches", "uncompared", "budget", "budget_method", "budget_use", "notes"],
+    "properties": {
+        "function": {"type": "string"},
+        "output": {"type": "string", "pattern": "^(out|grad/).*$"},
+        "verdict": {"enum": [str(verdict) for verdict in VERDICTS]},
+        "max_abs_err": _number,
+        "rel_l2_err": _number,
+        "ulp_at_scale": _number,
+        "nonfinite_mismatches": {"type": "integer"},
+        "uncompared": {"type": "integer"},
+        "budget": _number,
+        "budget_method": {"type": "string"},
+        "budget_use": _number,
+        "notes": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+#: ``xattn check --format json``: a :class:`xattn.porting.check.DriftReport`.
+CHECK_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": CHECK_SCHEMA_ID,
+    "title": "xattn check report",
+    "type": "object",
+    "required": ["schema", "xattn_version", "ok", "exit_code", "names", "frameworks", "kinds", "dtype", "dtype_reason",
+                 "basis", "sides", "pairs", "notes"],
+    "properties": {
+        "schema": {"const": CHECK_SCHEMA_ID},
+        "xattn_version": {"type": "string"},
+        "ok": {"type": "boolean"},
+        "exit_code": {"enum": [0, 1]},
+        "names": {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "string"}},
+        "frameworks": {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "string"}},
+        "kinds": {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "string"}},
+        "dtype": {"type": "string"},
+        "dtype_reason": {"type": "string"},
+        "basis": {"type": "string"},
+        "sides": {"type": "array", "items": CHECK_SIDE_SCHEMA},
+        "pairs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["output", "max_abs_diff", "rel_l2_diff", "attribution"],
+                "properties": {"output": {"type": "string"}, "max_abs_diff": _number, "rel_l2_diff": _number,
+                               "attribution": {"type": "string"}},
+            },
+        },
+        "notes": {"type": "array", "items": {"type": "string"}},
     },
 }
