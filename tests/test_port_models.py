@@ -398,6 +398,9 @@ def test_grad_with_reference_a_uses_the_float64_reruns_gradients():
     report = xattn.check_port(source, nnx_dense(source), X, reference="a", grad=True)
     grad_row = next(side for side in report.sides if side.output == "grad/x")
     assert report.ok and grad_row.budget.method == "naive", report
+    # a's own float32 gradient measured against the float64 rerun's: a real, small rounding error
+    assert grad_row.name == "TorchDense" and 0 < grad_row.drift.max_abs_err < 1e-6
+    assert grad_row.budget.naive_max_abs_err == grad_row.drift.max_abs_err
     assert not any("tolerance" in note for note in report.notes)
 
 
