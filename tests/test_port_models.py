@@ -49,8 +49,9 @@ def torch_encoder(eps=1e-5, seed=0):
     return TorchEncoder().eval()
 
 
-def nnx_encoder(source, eps=1e-5):
-    """The same encoder in flax.nnx, every weight copied from ``source`` (torch Linear weights transposed)."""
+def nnx_encoder(source, eps=1e-5, dtype="float32"):
+    """The same encoder in flax.nnx, every weight copied from ``source`` (torch Linear weights transposed),
+    computing and holding its parameters in ``dtype``."""
     require_backend("jax")
     import jax
     import jax.numpy as jnp
@@ -58,14 +59,16 @@ def nnx_encoder(source, eps=1e-5):
 
     from xattn import _compat
 
+    kinds = dict(dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(dtype))
+
     class NnxEncoder(nnx.Module):
         def __init__(self, rngs):
-            self.embed = nnx.Embed(VOCAB, E, rngs=rngs)
-            self.qkv = nnx.Linear(E, 3 * E, rngs=rngs)
-            self.out = nnx.Linear(E, E, rngs=rngs)
-            self.norm = nnx.LayerNorm(E, epsilon=eps, rngs=rngs)
+            self.embed = nnx.Embed(VOCAB, E, rngs=rngs, **kinds)
+            self.qkv = nnx.Linear(E, 3 * E, rngs=rngs, **kinds)
+            self.out = nnx.Linear(E, E, rngs=rngs, **kinds)
+            self.norm = nnx.LayerNorm(E, epsilon=eps, rngs=rngs, **kinds)
             self.drop = nnx.Dropout(0.1, rngs=rngs)
-            self.head = nnx.Linear(E, CLASSES, rngs=rngs)
+            self.head = nnx.Linear(E, CLASSES, rngs=rngs, **kinds)
 
         def __call__(self, ids):
             x = self.embed(ids)
@@ -77,13 +80,17 @@ def nnx_encoder(source, eps=1e-5):
             return self.head(self.norm(x + self.drop(self.out(o))))
 
     model = NnxEncoder(nnx.Rngs(0))
-    weights = {name: value.detach().numpy() for name, value in source.state_dict().items()}
-    _compat.nnx_set_value(model.embed.embedding, jnp.asarray(weights["embed.weight"]))
+    weights = {name: xattn.to_numpy(value.detach()) for name, value in source.state_dict().items()}
+
+    def put(variable, value):
+        _compat.nnx_set_value(variable, jnp.asarray(value, dtype=jnp.dtype(dtype)))
+
+    put(model.embed.embedding, weights["embed.weight"])
     for name in ("qkv", "out", "head"):
-        _compat.nnx_set_value(getattr(model, name).kernel, jnp.asarray(weights[f"{name}.weight"].T))
-        _compat.nnx_set_value(getattr(model, name).bias, jnp.asarray(weights[f"{name}.bias"]))
-    _compat.nnx_set_value(model.norm.scale, jnp.asarray(weights["norm.weight"]))
-    _compat.nnx_set_value(model.norm.bias, jnp.asarray(weights["norm.bias"]))
+        put(getattr(model, name).kernel, weights[f"{name}.weight"].T)
+        put(getattr(model, name).bias, weights[f"{name}.bias"])
+    put(model.norm.scale, weights["norm.weight"])
+    put(model.norm.bias, weights["norm.bias"])
     model.eval()
     return model
 
@@ -398,6 +405,9 @@ def test_grad_with_reference_a_uses_the_float64_reruns_gradients():
     report = xattn.check_port(source, nnx_dense(source), X, reference="a", grad=True)
     grad_row = next(side for side in report.sides if side.output == "grad/x")
     assert report.ok and grad_row.budget.method == "naive", report
+    # a's own float32 gradient measured against the float64 rerun's: a real, small rounding error
+    assert grad_row.name == "TorchDense" and 0 < grad_row.drift.max_abs_err < 1e-6
+    assert grad_row.budget.naive_max_abs_err == grad_row.drift.max_abs_err
     assert not any("tolerance" in note for note in report.notes)
 
 
@@ -452,4 +462,21 @@ def test_correct_ports_pass_with_either_side_as_the_oracle_over_seeds(seed):
         report = xattn.check_port(model, port, ids, reference=side)
         assert report.ok, report
     wrong = xattn.check_port(model, nnx_encoder(model, eps=2e-5), ids, reference="a")
+    assert not wrong.ok and wrong.pairs[0].attribution == "NnxEncoder over budget", wrong
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("seed", range(3))
+def test_half_precision_models_use_their_parameters_dtype_and_one_step_of_floor(dtype, seed):
+    require_backend("torch")
+    import torch
+
+    model = torch_encoder(seed=seed).to(getattr(torch, dtype))
+    port = nnx_encoder(model, dtype=dtype)
+    ids = np.random.default_rng(100 + seed).integers(0, VOCAB, size=(3, 7))
+    for side in ("a", "b"):
+        report = xattn.check_port(model, port, ids, reference=side)
+        assert report.ok and report.dtype == dtype, report
+        assert report.sides[0].budget.ulps == 1 and report.basis.endswith("(the naive run) + 1 ulp")
+    wrong = xattn.check_port(model, nnx_encoder(model, dtype=dtype, eps=0.1), ids, reference="a")
     assert not wrong.ok and wrong.pairs[0].attribution == "NnxEncoder over budget", wrong

@@ -20,13 +20,17 @@ from xattn.numerics.naive import naive_run_count
 #: The budget's multiplier on the naive computation's error (FlashAttention's tests use 2).
 NAIVE_FACTOR = 2.0
 #: Rounding steps in the floor of a budget whose naive run is one side's own deterministic run
-#: (check_port's ``reference="a"``): that run is one sample of rounding, from one library, and
-#: another library's functions may be several ulps off where the first is correctly rounded
-#: (float32 tanh on this CPU: torch 0.51 ulp, jax.numpy 4.46 ulps, over 10^6 draws of N(0, 4)).
-#: Measured on tests/test_port_models.py's encoder (torch vs nnx, 100 seeds): the port's error
-#: reached 2× the oracle side's own + 4.9 steps; with 8, the worst correct port used 0.70 of its
-#: budget, and a LayerNorm epsilon of 2e-5 for 1e-5 was still caught in 100 of 100.
-OWN_RUN_ULPS = 8
+#: (check_port's ``reference="a"``), per run dtype. That run is one sample of rounding, from one
+#: library, and another library's functions may be several ulps off where the first is correctly
+#: rounded (float32 tanh on this CPU: torch 0.51 ulp, jax.numpy 4.46 ulps, over 10^6 draws of
+#: N(0, 4)). Measured on tests/test_port_models.py's encoder (torch vs nnx, float32, 100 seeds):
+#: the port's error reached 2× the oracle side's own + 4.9 steps; with 8, the worst correct port
+#: used 0.70 of its budget, and a LayerNorm epsilon of 2e-5 for 1e-5 was still caught in 100 of
+#: 100. Half-precision ops compute in float32 and round once to 16 bits, which hides those float32
+#: ulps: one step is the floor there (50 seeds each of float16 and bfloat16: no false alarm, worst
+#: 0.65 of the budget; with 2 steps, an epsilon of 1e-2 for 1e-5 was caught 9 times of 50 in
+#: bfloat16 instead of 21).
+OWN_RUN_ULPS = {"float64": 8, "float32": 8, "float16": 1, "bfloat16": 1}
 
 
 #: torch.testing.assert_close's default (rtol, atol) per dtype: the fallback budget.
@@ -56,7 +60,7 @@ class Budget:
     atol: float | None = None
     #: How many naive runs ``naive_max_abs_err`` is the worst of (1: the deterministic run alone).
     naive_runs: int | None = None
-    #: How many rounding steps the floor holds (:data:`OWN_RUN_ULPS` for a side's own run, else 1).
+    #: How many rounding steps the floor holds (:data:`OWN_RUN_ULPS` of the dtype for a side's own run, else 1).
     ulps: int = 1
 
     def describe(self) -> str:
@@ -84,7 +88,7 @@ def naive_budget(naive_output, expected, dtype: str, ulps: int = 1) -> Budget:
     ``naive_output``: one run's output, or a list of runs (the deterministic one first, then its
     random-rounding repeats): the naive error is the worst of the first
     ``naive_run_count(expected.size)`` of them, about :data:`NAIVE_DRAWS` draws. ``ulps``: rounding
-    steps in the floor (:data:`OWN_RUN_ULPS` where the naive run is a side's own run).
+    steps in the floor (:data:`OWN_RUN_ULPS` of the dtype where the naive run is a side's own run).
     """
     runs = list(naive_output) if isinstance(naive_output, (list, tuple)) else [naive_output]
     runs = runs[:naive_run_count(np.asarray(expected).size)]

@@ -29,7 +29,7 @@ from xattn.numerics.judge import OK
 from xattn.porting import modules
 from xattn.porting.infer import guess_framework
 from xattn.porting.references import as_float64, fallback_note, naive_runs_of
-from xattn.porting.rows import PortPair, PortRow, judge_pair, run_dtype_of, unattributed
+from xattn.porting.rows import PortPair, PortRow, is_floating, judge_pair, run_dtype_of, unattributed
 
 #: ``reference=`` values that make one side's float64 rerun the oracle.
 RERUN_SIDES = ("a", "b")
@@ -145,8 +145,9 @@ def check_port(
         rerun = (index, _float64_version(reference, (fn_a, fn_b)[index], names[index]))
         sides, pairs = _rerun_attributed(names, rerun, frameworks[index], (out_a, out_b)[index], out_a, out_b, host,
                                          dtype, rtol, atol, notes)
+        steps = OWN_RUN_ULPS[dtype]
         basis = (f"each against {names[index]}'s float64 rerun, within twice {names[index]}'s own error in"
-                 f" {dtype} (the naive run) + {OWN_RUN_ULPS} ulps")
+                 f" {dtype} (the naive run) + {steps} ulp{'s' if steps > 1 else ''}")
     else:
         sides, pairs = _attributed(names, out_a, out_b, reference, host, dtype, rtol, atol, notes)
         basis = "each against the float64 reference"
@@ -210,13 +211,14 @@ def _rerun_attributed(names, rerun, framework, own, out_a, out_b, host, dtype, r
             raise ValueError(f"check_port: the float64 rerun of {names[index]} returned no {path}; it returned"
                              f" {sorted(oracle)}")
         expected = oracle[path]
-        if expected.dtype.kind == "f" and expected.dtype != np.float64:
+        if is_floating(expected) and expected.dtype != np.float64:
             raise ValueError(
                 f"reference='{'ab'[index]}': expected the float64 rerun of {names[index]} to give float64 at {path};"
                 f" got {expected.dtype.name}: it computes in a fixed narrower dtype somewhere (a dtype= argument?)."
                 " Pass reference= a NumPy float64 function instead")
-        budget = reference_budget([own[path]], np.asarray(expected, np.float64), dtype, rtol, atol, OWN_RUN_ULPS)
-        if budget.method == "tolerance" and own[path].dtype.kind == "f":
+        budget = reference_budget([own[path]], np.asarray(expected, np.float64), dtype, rtol, atol,
+                                  OWN_RUN_ULPS[dtype])
+        if budget.method == "tolerance" and is_floating(own[path]):
             notes.append(f"budget {path}: {names[index]}'s own run gave {own[path].dtype.name}, not the run dtype"
                          f" {dtype}, so torch.testing's tolerance stands in")
         rows, pair = judge_pair(path, names, a, b, np.asarray(expected, np.float64), dtype, budget)

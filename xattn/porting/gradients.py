@@ -106,7 +106,7 @@ def gradient_rows(fn_a, fn_b, frameworks, names, host, dtype, *, reference=None,
             continue
         expected = np.asarray(oracle[k], np.float64)
         budget = reference_budget([] if naive is None else [run[k] for run in naive], expected, dtype, rtol, atol,
-                                  OWN_RUN_ULPS if rerun is not None else 1)
+                                  OWN_RUN_ULPS[dtype] if rerun is not None else 1)
         note = fallback_note(quantity, None if naive is None else naive[0][k], dtype, budget)
         if note and grad_reference is not None:
             notes.append(note)
