@@ -24,3 +24,7 @@ class BridgeError(XattnError):
 
 class PlotUnavailableError(XattnError, ImportError):
     """A plot was asked for but matplotlib (the ``plot`` extra) is not importable."""
+
+
+class MemoryLimitError(XattnError, ValueError):
+    """A comparison's estimated peak memory is over its limit (``max_memory``); raised before anything runs."""
