@@ -33,6 +33,8 @@ def cache_root() -> Path:
 
 def usable_directory(path: Path) -> str | None:
     """None when ``path`` exists (or can be made) and takes a new file; else why not."""
+    if path.exists() and not path.is_dir():
+        return "a file"
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".xattn-probe-{secrets.token_hex(4)}"
@@ -43,9 +45,10 @@ def usable_directory(path: Path) -> str | None:
     return None
 
 
-def _unusable(name: str, path: Path, why: str) -> None:
-    warnings.warn(f"{name} compilation cache off: cannot use {path}: {why}. Set XATTN_CACHE_DIR to a writable"
-                  " directory, or XATTN_NO_CACHE=1 to silence this", CacheWarning, stacklevel=3)
+def _unusable(names: str, path: Path, why: str) -> None:
+    warnings.warn(f"compilation cache off ({names}): expected a writable directory at {path}; got {why}."
+                  " The run goes on without it; set XATTN_CACHE_DIR to a writable directory, or XATTN_NO_CACHE=1",
+                  CacheWarning, stacklevel=3)
 
 
 def enable_compilation_caches(frameworks=("jax", "torch")) -> dict[str, str | None]:
@@ -60,6 +63,11 @@ def enable_compilation_caches(frameworks=("jax", "torch")) -> dict[str, str | No
     if env_flag("XATTN_NO_CACHE"):
         return used
     root = cache_root()
+    why = usable_directory(root)
+    if why is not None:  # one warning for every cache under it
+        _unusable(", ".join(name for name in used if name in frameworks), root, why)
+        used["torch"] = os.environ.get("TORCHINDUCTOR_CACHE_DIR") if "torch" in frameworks else None
+        return used
     if "torch" in frameworks:
         # torch reads this when it first compiles, whether or not torch is imported yet.
         if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
