@@ -193,7 +193,9 @@ def estimate(spec: AttentionSpec, runs, *, grad: bool = False, device: str = "cp
     outputs = B * T * E
     held = (sources + weights) * (8 + item) + outputs * (8 + item * (1 + len(runs)))
     per_logit, per_mask = GRAD_ORACLE_BYTES if grad else ORACLE_BYTES
-    stages = {"float64 oracle and naive runs": per_logit * logits + per_mask * mask + 16 * io}
+    if grad:  # the gradients' oracle and naive run, held until the rows are judged
+        held += (sources + weights) * (8 + item)
+    stages = {"float64 oracle and naive runs": per_logit * logits + per_mask * mask + (32 if grad else 16) * io}
     if device == "cpu":
         threads = os.cpu_count() or 1
         for backend, variant in runs:
