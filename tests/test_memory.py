@@ -11,12 +11,12 @@ from click.testing import CliRunner
 import xattn
 import xattn.comparison.comparator
 import xattn.comparison.sweeper
+from xattn.backends.calls import cotangent_like
 from xattn.cli import main
 from xattn.comparison import memory
+from xattn.comparison.gradients import _budgets
 from xattn.contract.spec import SEED_SHAPE, AttentionSpec, make_inputs
 from xattn.errors import MemoryLimitError
-from xattn.backends.calls import cotangent_like
-from xattn.comparison.gradients import _budgets
 from xattn.numerics.naive import naive_runs
 from xattn.numerics.oracle import reference
 

@@ -15,7 +15,8 @@ from xattn.render.files import check_writable, write_atomic
 
 from conftest import require_backend
 
-SELECTION = ["--backends", "jax", "--variants", "einsum", "--batch", "1", "--embed", "16", "--heads", "2", "--no-timing"]
+SELECTION = ["--backends", "jax", "--variants", "einsum", "--batch", "1", "--embed", "16", "--heads", "2",
+             "--no-timing"]
 TINY = [*SELECTION, "--q-len", "8"]
 SWEEP = ["sweep", *SELECTION, "--seq", "8,16"]
 #: Paths no report can be written to, and what the one-line reason says.

@@ -387,7 +387,8 @@ def test_sigterm_to_the_console_script_writes_the_finished_points_and_exits_143(
     out = tmp_path / "sweep.json"
     # Each point is timed for 3 s: SIGTERM lands while point 2 runs, after point 1 finished.
     command = [sys.executable, "-m", "xattn", "sweep", "--backends", "jax", "--variants", "einsum", "--seq", "8,16,32",
-               "--batch", "1", "--embed", "16", "--min-time", "3", "--max-time", "3", "--format", "json", "-o", str(out)]
+               "--batch", "1", "--embed", "16", "--min-time", "3", "--max-time", "3", "--format", "json",
+               "-o", str(out)]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     lines = []
     try:
