@@ -96,9 +96,9 @@ def main() -> int:
     spec = xattn.AttentionSpec(**fields)
     runs = tuple(memory.VARIANT_PEAKS)
     estimate = memory.estimate(spec, runs, grad=args.grad)
+    logits_mib = spec.batch * spec.heads * spec.q_len ** 2 * 4 / 2**20
     print(f"B={spec.batch} T=S={spec.q_len} E={spec.embed} H={spec.heads} D={spec.head_dim} {spec.dtype}"
-          f"{' with gradients' if args.grad else ''}; logits {spec.batch * spec.heads * spec.q_len ** 2 * 4 / 2**20:.0f}"
-          " MiB in float32")
+          f"{' with gradients' if args.grad else ''}; logits {logits_mib:.0f} MiB in float32")
     print(f"{'stage':32} {'measured MiB':>13} {'estimated MiB':>14} {'estimate/measured':>18}")
     for stage in ("oracle", *(f"{b}/{v}" for b, v in runs)):
         command = [sys.executable, __file__, "--child", json.dumps(fields), stage] + (["--grad"] if args.grad else [])

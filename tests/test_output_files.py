@@ -127,3 +127,17 @@ def test_a_good_path_gets_the_report(tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text())["results"][0]["backend"] == "jax"
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_a_plot_that_cannot_be_written_after_the_sweep_is_one_line_and_the_report_stays(tmp_path, monkeypatch):
+    require_backend("jax")
+    pytest.importorskip("matplotlib")
+
+    def disk_full(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("xattn.render.plot.write_atomic", disk_full)
+    result = CliRunner().invoke(main, [*SWEEP, "--format", "json", "--plot", str(tmp_path / "s.png")])
+    assert result.exit_code == 2
+    assert f"could not write {tmp_path / 's.png'} (No space left on device)" in result.output
+    assert '"schema": "xattn.sweep/1"' in result.output and not (tmp_path / "s.png").exists()

@@ -431,7 +431,11 @@ def sweep(ctx, backends, variants, seed_shape, seq, dtype, seed, device, matmul_
                    " that finished", err=True)
     _emit(result.render(fmt), output)
     if plot_path is not None:
-        result.plot(plot_path)
+        try:
+            result.plot(plot_path)
+        except OSError as error:  # the disk filled up during the sweep: the report above is kept
+            click.echo(f"xattn: could not write {plot_path} ({error.strerror or error})", err=True)
+            raise SystemExit(2) from None
         click.echo(f"wrote {plot_path}", err=True)
     raise SystemExit(result.exit_code)
 
