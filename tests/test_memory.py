@@ -81,6 +81,25 @@ def test_every_variant_estimate_covers_its_documented_peak_at_the_seed_shape():
         assert mib <= estimated <= max(3 * mib, 160), (run, mib, estimated)
 
 
+def measured_gradient_peaks() -> dict:
+    """stage -> gradient peak MiB from docs/performance.md's table of stages (B=8 T=S=512 E=128 H=16)."""
+    peaks = {}
+    for line in PERFORMANCE.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and "/" in cells[0] and cells[3].isdigit():
+            peaks[cells[0]] = int(cells[3])
+    return peaks
+
+
+def test_every_gradient_estimate_covers_its_measured_peak():
+    peaks = measured_gradient_peaks()
+    assert set(peaks) == {f"{backend}/{variant}" for backend, variant in memory.VARIANT_PEAKS}
+    spec = AttentionSpec(batch=8, q_len=512, embed=128, heads=16)
+    stages = memory.estimate(spec, tuple(memory.VARIANT_PEAKS), grad=True).stages
+    for stage, mib in peaks.items():
+        assert mib <= stages[stage] / 2**20 <= 3 * mib, (stage, mib, stages[stage] / 2**20)
+
+
 def test_the_variants_memory_is_the_devices_on_a_gpu():
     spec = AttentionSpec(**SEED_SHAPE)
     assert list(memory.estimate(spec, (("torch", "einsum"),), device="cuda").stages) == \

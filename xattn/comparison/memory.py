@@ -12,7 +12,8 @@ dominated by the B·H·T·S logits, so each is written as bytes per logit plus i
   variant that materialises the logits holds 2-4 buffers of them (softmax in float32 for 16-bit
   dtypes), a blocked one a few key or query blocks of 128, a tiled one a few 2 MiB tiles; all hold
   about three times their inputs, projections and output. Gradients multiply a variant's figure by
-  :data:`GRAD_FACTOR`. On a GPU the variants' memory is the device's: only the host stages count.
+  :data:`GRAD_FACTOR` and add the logits buffers a loop saves for its backward (``Peak.grad_logits``).
+  On a GPU the variants' memory is the device's: only the host stages count.
 
 The limit (``max_memory``) is bytes, a size such as ``"8GiB"``, or a share of the memory available
 now, ``"50%"``; the default is :data:`DEFAULT_SHARE` of it. Available memory is the smallest of
@@ -44,22 +45,28 @@ GRAD_FACTOR = 2.5
 
 @dataclasses.dataclass(frozen=True)
 class Peak:
-    """A variant's memory beside its inputs: logits buffers, key blocks, query blocks, tiles (per thread)."""
+    """A variant's memory beside its inputs: logits buffers, key blocks, query blocks, tiles (per thread).
+
+    ``grad_logits``: logits buffers its gradient holds beyond :data:`GRAD_FACTOR` times the forward
+    figure (residuals a blocked or tiled loop saves for its backward pass).
+    """
 
     logits: float = 0.0
     key_blocks: float = 0.0
     query_blocks: float = 0.0
     tiles: float = 0.0
+    grad_logits: float = 0.0
 
 
-#: (backend, variant) -> its peak; docs/performance.md's measured peaks at the seed shape, rounded up.
+#: (backend, variant) -> its peak; docs/performance.md's measured peaks (forward at the seed shape,
+#: gradients at a quarter of it), rounded up.
 VARIANT_PEAKS = {
     ("jax", "einsum"): Peak(logits=2.5), ("jax", "packed"): Peak(logits=2.5), ("jax", "vmap"): Peak(logits=4),
-    ("jax", "sdpa"): Peak(logits=2.5), ("jax", "blocked"): Peak(key_blocks=3), ("jax", "tiled"): Peak(tiles=4),
-    ("jax", "threaded"): Peak(tiles=4),
+    ("jax", "sdpa"): Peak(logits=2.5), ("jax", "blocked"): Peak(key_blocks=3, grad_logits=4.5),
+    ("jax", "tiled"): Peak(tiles=4, grad_logits=3.5), ("jax", "threaded"): Peak(tiles=4, grad_logits=3.5),
     ("torch", "einsum"): Peak(logits=2.5), ("torch", "packed"): Peak(logits=2.5), ("torch", "vmap"): Peak(logits=2.5),
     ("torch", "sdpa"): Peak(), ("torch", "blocked"): Peak(key_blocks=5), ("torch", "tiled"): Peak(query_blocks=5),
-    ("torch", "compiled"): Peak(),
+    ("torch", "compiled"): Peak(grad_logits=1.5),
 }
 #: A variant not in the table: assumed to hold the logits four times.
 UNKNOWN_PEAK = Peak(logits=4)
@@ -204,7 +211,9 @@ def estimate(spec: AttentionSpec, runs, *, grad: bool = False, device: str = "cp
                       + peak.query_blocks * B * H * min(T, BLOCK) * S) * softmax_item
             tile = min(TILE_BYTES, logits * softmax_item)
             figure += peak.tiles * tile * (threads if variant == "threaded" else 1) + IO_FACTOR * io * item
-            stages[f"{backend}/{variant}"] = figure * (GRAD_FACTOR if grad else 1)
+            if grad:
+                figure = GRAD_FACTOR * figure + peak.grad_logits * logits * softmax_item
+            stages[f"{backend}/{variant}"] = figure
     return MemoryEstimate(held, stages)
 
 
