@@ -8,6 +8,7 @@ import jsonschema
 import pytest
 from click.testing import CliRunner
 
+import xattn
 import xattn.backends.registry
 from xattn import _compat
 from xattn.cli import main
@@ -141,3 +142,39 @@ def test_env_lists_versions_threads_and_numerics_flags():
     assert env["threads"].keys() >= {"xla_cpu_intra_op", "torch_intra_op"}
     table = run("env").output
     assert "numerics: torch" in table and all(len(line) <= 100 for line in table.splitlines())
+
+
+# ------------------------------------------------------------------------------ messages (issue 14)
+
+
+def test_eager_rows_say_eager_where_compiled_rows_show_their_compile_time():
+    require_backend("jax")
+    require_backend("torch")
+    result = run("compare", "--backends", "jax,torch", "--variants", "einsum", *TINY)
+    assert result.exit_code == 0, result.output
+    cells = {line.split()[0]: line.split() for line in result.output.splitlines()
+             if line.split()[:1] in (["jax"], ["torch"])}
+    assert cells["torch"][-2] == "eager"
+    assert cells["jax"][-2] in ("µs", "ms", "s")  # e.g. "35.2 ms": XLA compiled it
+
+
+@pytest.mark.parametrize("requested, says, not_says", [
+    (5, "can be set only to 1; the others run the 5 asked for", "ask for threads"),
+    (None, "ask for threads before anything imports JAX", "asked for"),
+])
+def test_the_threads_note_fits_whether_threads_were_asked_for(requested, says, not_says):
+    import dataclasses
+
+    require_backend("jax")
+    report = xattn.compare("jax", "einsum", xattn.AttentionSpec(batch=1, q_len=4, embed=8, heads=2), timing=False)
+    record = dataclasses.replace(report.settings, threads={"jax": 2, "torch": 5}, threads_equal=False,
+                                 threads_requested=requested)
+    text = " ".join(str(dataclasses.replace(report, settings=record)).split())
+    assert "threads: not equal (jax 2, torch 5): XLA's count is fixed when JAX starts" in text
+    assert says in text and not_says not in text
+
+
+def test_matmul_precision_help_has_one_default():
+    text = " ".join(run("compare", "--help").output.split())
+    assert "'default' leaves each framework's own setting. [default: highest]" in text
+    assert "leave as is" not in text

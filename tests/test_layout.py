@@ -188,7 +188,7 @@ LAYERS = (
     ("layers",),
     ("entry",),
 )
-LEAVES = ("xattn._compat", "xattn._version", "xattn.errors", "xattn.timing")
+LEAVES = ("xattn._compat", "xattn._environ", "xattn._version", "xattn.errors", "xattn.timing")
 ENTRY_POINTS = ("xattn", "xattn.__main__", "xattn.api", "xattn.cli", "xattn.testing")
 
 

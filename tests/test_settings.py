@@ -20,12 +20,20 @@ TINY = AttentionSpec(batch=1, q_len=4, embed=8, heads=2)
 @pytest.mark.parametrize("options, message", [
     ({"device": "tpu"}, "device: expected one of cpu, cuda, auto; got 'tpu'"),
     ({"matmul_precision": "low"}, "matmul_precision: expected one of highest, high, default"),
-    ({"min_time": math.nan}, "min_time: expected a non-negative number of seconds; got nan"),
-    ({"max_time": math.inf}, "max_time: expected a non-negative number of seconds; got inf"),
-    ({"warmup": -1.0}, "warmup: expected a non-negative number of seconds"),
+    ({"min_time": math.nan}, "min_time: expected a finite non-negative number of seconds; got nan"),
+    ({"max_time": math.inf}, "max_time: expected a finite non-negative number of seconds; got inf"),
+    ({"warmup": -1.0}, "warmup: expected a finite non-negative number of seconds"),
     ({"min_time": 2.0, "max_time": 1.0}, "max_time: expected at least min_time=2.0; got 1.0"),
-    ({"threads": 0}, "threads: expected a positive integer; got 0"),
-    ({"threads": True}, "threads: expected a positive integer; got True"),
+    ({"threads": 0}, "threads: expected an integer from 1 to 1024; got 0"),
+    ({"threads": 10**6}, "threads: expected an integer from 1 to 1024; got 1000000"),
+    ({"threads": True}, "threads: expected an integer from 1 to 1024; got True"),
+    ({"max_memory": math.nan}, "max_memory: expected a positive size such as 8GiB"),
+    ({"max_memory": math.inf}, "max_memory: expected a positive size"),
+    ({"max_memory": 0}, "max_memory: expected a positive size"),
+    ({"max_memory": "12 parsecs"}, "max_memory: expected a positive size"),
+    ({"max_memory": "0%"}, "max_memory: expected a share in (0%, 100%]; got '0%'"),
+    ({"max_memory": "150%"}, "max_memory: expected a share in (0%, 100%]"),
+    ({"max_memory": "nan%"}, "max_memory: expected a share in (0%, 100%]"),
     ({"timing": "no"}, "timing: expected True or False; got 'no'"),
 ])
 def test_every_option_is_checked_when_the_settings_are_made(options, message):
@@ -91,8 +99,8 @@ def test_the_report_records_its_settings_as_attributes_and_as_the_json_mapping()
 
 
 @pytest.mark.parametrize("flags, hint, message", [
-    (["--max-time", "nan"], "--max-time", "expected a non-negative number of seconds; got nan"),
-    (["--min-time", "inf"], "--min-time", "expected a non-negative number of seconds; got inf"),
+    (["--max-time", "nan"], "--max-time", "expected a finite non-negative number of seconds; got nan"),
+    (["--min-time", "inf"], "--min-time", "expected a finite non-negative number of seconds; got inf"),
     (["--min-time", "2", "--max-time", "1"], "--max-time", "expected at least --min-time=2.0; got 1.0"),
 ])
 def test_the_cli_applies_the_same_rule_and_speaks_of_its_flags(flags, hint, message):

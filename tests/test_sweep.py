@@ -286,3 +286,127 @@ def test_progress_bar_on_a_terminal_names_the_current_point(monkeypatch):
 def test_help_explains_lists_and_the_cartesian_product():
     text = " ".join(run("sweep", "--help").output.split())
     assert "a list sweeps that field" in text and "cartesian product" in text and "--plot" in text
+
+
+# ------------------------------------------------------------------------ keeping finished points
+
+
+def test_a_point_that_fails_is_error_rows_and_the_sweep_goes_on(monkeypatch):
+    require_backend("jax")
+    from xattn.comparison import comparator
+
+    real = comparator.run
+
+    def oracle_out_of_memory(plan, spec, settings, progress=None):
+        if spec.q_len == 16:
+            raise MemoryError("Unable to allocate 64.0 GiB for an array")
+        return real(plan, spec, settings, progress)
+
+    monkeypatch.setattr(comparator, "run", oracle_out_of_memory)
+    result = run("sweep", "--backends", "jax", "--variants", "einsum,packed", "--seq", "8,16,32",
+                                       "--format", "json", *TINY, "--no-timing")
+    assert result.exit_code == 1, result.output
+    data = json.loads(result.stdout)
+    jsonschema.validate(data, SWEEP_SCHEMA)
+    assert data["complete"] is True and data["exit_code"] == 1 and len(data["points"]) == 3
+    verdicts = [[row["verdict"] for row in point["report"]["results"]] for point in data["points"]]
+    assert verdicts == [["ok", "ok"], ["error", "error"], ["ok", "ok"]]
+    failed = data["points"][1]["report"]["results"][0]
+    assert failed["error_type"] == "MemoryError" and "64.0 GiB" in failed["error"]
+
+
+def interrupt_at_point(monkeypatch, number: int, signum=None):
+    from xattn.comparison import comparator
+
+    real, calls = comparator.run, []
+
+    def run(plan, spec, settings, progress=None):
+        calls.append(spec)
+        if len(calls) == number:
+            stop = KeyboardInterrupt()
+            if signum is not None:
+                stop.signum = signum
+            raise stop
+        return real(plan, spec, settings, progress)
+
+    monkeypatch.setattr(comparator, "run", run)
+
+
+@pytest.mark.parametrize("signum, code", [(None, 130), (15, 143)], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupt_writes_the_finished_points_marked_incomplete(monkeypatch, tmp_path, signum, code):
+    require_backend("jax")
+    interrupt_at_point(monkeypatch, 3, signum)
+    out = tmp_path / "sweep.json"
+    result = run("sweep", "--backends", "jax", "--variants", "einsum", "--seq", "8,16,32,64",
+                                       "--format", "json", "-o", str(out), *TINY, "--no-timing")
+    assert result.exit_code == code, result.output
+    data = json.loads(out.read_text())
+    jsonschema.validate(data, SWEEP_SCHEMA)
+    name = "SIGINT" if signum is None else "SIGTERM"
+    assert (data["complete"], data["planned_points"], data["stopped_by"], data["exit_code"], data["ok"]) == \
+        (False, 4, name, code, False)
+    assert [point["values"]["seq"] for point in data["points"]] == [8, 16]
+    assert "writing the 2 of 4 points that finished" in result.stderr
+
+
+def test_an_interrupted_table_says_so(monkeypatch):
+    require_backend("jax")
+    interrupt_at_point(monkeypatch, 2)
+    result = run("sweep", "--backends", "jax", "--variants", "einsum", "--seq", "8,16,32",
+                                       *TINY, "--no-timing")
+    assert result.exit_code == 130
+    assert "INCOMPLETE (stopped by SIGINT after 1 of 3 points)" in result.stdout
+    assert "verdict: incomplete, stopped by SIGINT after 1 of 3 points: all 1 rows" in " ".join(result.stdout.split())
+
+
+def test_an_interrupt_before_any_point_finished_writes_nothing(monkeypatch, tmp_path):
+    require_backend("jax")
+    interrupt_at_point(monkeypatch, 1)
+    out = tmp_path / "sweep.json"
+    result = run("sweep", "--backends", "jax", "--variants", "einsum", "--seq", "8,16",
+                                       "-o", str(out), *TINY, "--no-timing")
+    assert result.exit_code == 130 and "interrupted by SIGINT" in result.stderr
+    assert not out.exists()
+
+
+def test_the_library_sweep_raises_a_keyboard_interrupt_carrying_the_finished_points(monkeypatch):
+    require_backend("jax")
+    from xattn.comparison.sweeper import SweepInterrupted
+
+    interrupt_at_point(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        xattn.sweep("jax", "einsum", SMALL, {"seq": [8, 16, 32]}, timing=False)
+    assert isinstance(caught.value, SweepInterrupted)
+    report = caught.value.report
+    assert report.points == ((8,),) and report.planned == 3 and not report.complete and report.exit_code == 130
+
+
+def test_sigterm_to_the_console_script_writes_the_finished_points_and_exits_143(tmp_path):
+    require_backend("jax")
+    import signal
+    import time
+
+    out = tmp_path / "sweep.json"
+    # Each point is timed for 3 s: SIGTERM lands while point 2 runs, after point 1 finished.
+    command = [sys.executable, "-m", "xattn", "sweep", "--backends", "jax", "--variants", "einsum", "--seq", "8,16,32",
+               "--batch", "1", "--embed", "16", "--min-time", "3", "--max-time", "3", "--format", "json",
+               "-o", str(out)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            line = process.stderr.readline()
+            lines.append(line)
+            if "point 2/3" in line or not line:
+                break
+        assert "point 2/3" in lines[-1], "".join(lines)
+        process.send_signal(signal.SIGTERM)
+        _, rest = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 143, "".join(lines) + rest
+    data = json.loads(out.read_text())
+    assert data["complete"] is False and data["stopped_by"] == "SIGTERM" and data["exit_code"] == 143
+    assert [point["values"]["seq"] for point in data["points"]] == [8]
+    assert "Traceback" not in rest

@@ -103,7 +103,7 @@ def test_measurement_statistics():
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"min_time": -1}, "min_time: expected a non-negative number"),
+    ({"min_time": -1}, "min_time: expected a finite non-negative number"),
     ({"min_time": 2.0, "max_time": 1.0}, "max_time: expected at least min_time"),
     ({"warmup": float("nan")}, "warmup: expected"),
 ])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
+import threading
 
 import click
 
@@ -13,7 +15,42 @@ from xattn.contract.spec import DTYPES, SEED_SHAPE
 from xattn.render.text import FORMATS
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Group(click.Group):
+    """The ``xattn`` group: Ctrl-C and SIGTERM end a command with 130 and 143 (128 + the signal), not 1.
+
+    SIGTERM is raised as a KeyboardInterrupt carrying ``signum``, so a sweep keeps its finished points
+    for either (see :func:`xattn.comparison.sweeper.run`).
+    """
+
+    def invoke(self, ctx):
+        with _terminate_as_interrupt():
+            try:
+                return super().invoke(ctx)
+            except KeyboardInterrupt as stop:
+                signum = getattr(stop, "signum", signal.SIGINT)
+                click.echo(f"xattn: interrupted by {signal.Signals(signum).name}", err=True)
+                ctx.exit(128 + signum)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        stop = KeyboardInterrupt()
+        stop.signum = signum
+        raise stop
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="xattn")
 def main():
     """Compare attention implementations across JAX and PyTorch.
@@ -36,9 +73,28 @@ format_option = click.option(
     "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
     help="table and markdown read at 100 columns; json: see docs/comparator.md (sweep: docs/sweep.md).",
 )
+
+class OutputPath(click.ParamType):
+    """A file path checked writable when the command line is read, before any work (:mod:`xattn.render.files`)."""
+
+    name = "file"
+
+    def get_metavar(self, param, ctx=None):
+        return "FILE"
+
+    def convert(self, value, param, ctx):
+        from xattn.render.files import check_writable
+
+        try:
+            check_writable(value)
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+        return value
+
+
 output_option = click.option(
-    "--output", "-o", type=click.Path(dir_okay=False, writable=True), default=None,
-    help="Write the report to this file instead of standard output.",
+    "--output", "-o", type=OutputPath(), default=None,
+    help="Write the report to this file (atomically: whole or not at all) instead of standard output.",
 )
 
 def _key_lengths(ctx, param, value):
@@ -51,11 +107,19 @@ def _key_lengths(ctx, param, value):
 
 
 def _emit(text: str, output: str | None) -> None:
+    """``text`` to ``output`` (atomically) or standard output; a write that fails sends it to standard output."""
+    from xattn.render.files import write_atomic
+
     if output is None:
         click.echo(text, nl=False)
         return
-    with open(output, "w", encoding="utf-8") as handle:
-        handle.write(text)
+    try:
+        write_atomic(output, text)
+    except OSError as error:
+        click.echo(text, nl=False)
+        click.echo(f"xattn: could not write {output} ({error.strerror or error}); the report is on standard output",
+                   err=True)
+        raise SystemExit(2) from None
     click.echo(f"wrote {output}", err=True)
 
 
@@ -139,14 +203,16 @@ run_options = _options(
     click.option("--seed", type=int, default=0, show_default=True, help="Seed of the inputs."),
     click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True),
     click.option("--matmul-precision", type=click.Choice(MATMUL_PRECISIONS), default="highest",
-                 show_default=True, help="float32 matmul precision in both frameworks (default: leave as is)."),
-    click.option("--threads", type=click.IntRange(min=1),
-                 help="Intra-op threads for both frameworks [default: XLA's]."),
-    click.option("--min-time", type=click.FloatRange(min=0), default=0.05, show_default=True,
+                 show_default=True, help="float32 matmul precision in both frameworks; 'default' leaves each"
+                 " framework's own setting."),
+    click.option("--threads", type=int, help="Intra-op threads for both frameworks, 1 to 1024 [default: XLA's]."),
+    click.option("--min-time", type=float, default=0.05, show_default=True,
                  help="Measured seconds per variant before its timing may converge."),
-    click.option("--max-time", type=click.FloatRange(min=0), default=0.3, show_default=True,
+    click.option("--max-time", type=float, default=0.3, show_default=True,
                  help="Measured seconds per variant at most (then it is flagged if noisy)."),
     click.option("--no-timing", is_flag=True, help="Check drift only; skip the timed loop."),
+    click.option("--max-memory", help="Refuse to start when the estimated peak memory is over this: a size"
+                 " (8GiB, 512MiB) or a share of the memory available now (50%).  [default: 75%]"),
 )
 
 
@@ -184,10 +250,35 @@ def _prepare_run(backends, variants, **options):
         raise click.UsageError(str(error)) from None
     runs = _checked("--variants", run_settings.resolve_variants, names, variants)
     device = _checked("--device", run_settings.resolve_device, settings.device, names)
+    _enable_caches(names)
+    return run_settings.Plan(names, runs, device), settings
+
+
+def _enable_caches(names) -> None:
+    """The compilation caches, a second run skipping XLA and inductor compiles; an unusable one is a warning line."""
+    import warnings
+
     from xattn.backends.caches import enable_compilation_caches
 
-    enable_compilation_caches(names)  # a second run skips XLA and inductor compiles (XATTN_NO_CACHE=1: off)
-    return run_settings.Plan(names, runs, device), settings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            enable_compilation_caches(names)
+        except ValueError as error:  # XATTN_NO_CACHE=maybe
+            raise click.UsageError(str(error)) from None
+    for warning in caught:
+        click.echo(f"xattn: warning: {warning.message}", err=True)
+
+
+def _check_memory(plan, specs, settings, names=None) -> None:
+    """Exit 2 before anything runs when a problem's estimated peak is over --max-memory."""
+    from xattn.comparison import memory
+    from xattn.errors import MemoryLimitError
+
+    try:
+        memory.check_run(specs, plan, settings, names)
+    except MemoryLimitError as error:
+        raise click.UsageError(str(error).replace("max_memory", "--max-memory")) from None
 
 
 @main.command()
@@ -201,7 +292,7 @@ def _prepare_run(backends, variants, **options):
 @format_option
 @output_option
 def compare(backends, variants, seed_shape, dtype, seed, device, matmul_precision, threads, min_time, max_time,
-            no_timing, grad, fmt, output, **sizes):
+            no_timing, max_memory, grad, fmt, output, **sizes):
     """Run attention variants of JAX and torch on one problem: drift, verdict, speed.
 
     \b
@@ -222,7 +313,8 @@ def compare(backends, variants, seed_shape, dtype, seed, device, matmul_precisio
         raise click.UsageError(f"impossible spec: {error}") from None
     plan, settings = _prepare_run(backends, variants, device=device, matmul_precision=matmul_precision,
                                   threads=threads, min_time=min_time, max_time=max_time, timing=not no_timing,
-                                  grad=grad)
+                                  grad=grad, max_memory=max_memory)
+    _check_memory(plan, [spec], settings)
     progress = (lambda line: click.echo(f"xattn: {line}", err=True)) if sys.stderr.isatty() else None
     report = comparator.run(plan, spec, settings, progress)
     _emit(report.render(fmt), output)
@@ -310,11 +402,11 @@ def _progress(total: int):
 @run_options
 @format_option
 @output_option
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, writable=True),
+@click.option("--plot", "plot_path", type=OutputPath(),
               help="Also draw time, GFLOP/s and max error against the first swept field to this PNG"
                    " (needs pip install 'xattn[plot]').")
 def sweep(ctx, backends, variants, seed_shape, seq, dtype, seed, device, matmul_precision, threads, min_time,
-          max_time, no_timing, fmt, output, plot_path, causal, key_lengths, scale, **sizes):
+          max_time, no_timing, max_memory, fmt, output, plot_path, causal, key_lengths, scale, **sizes):
     """Run compare at every point of a grid of sizes or dtypes: every point's rows, and a plot.
 
     \b
@@ -332,7 +424,10 @@ def sweep(ctx, backends, variants, seed_shape, seq, dtype, seed, device, matmul_
     \b
     Progress goes to standard error. Exit status 0 when every row of every
     point is ok or unsupported, 1 when any drifted or errored, 2 for a usage
-    error (an impossible point is named before anything runs).
+    error (an impossible point, or one over --max-memory, is named before
+    anything runs). A point that fails is a point of error rows; Ctrl-C or
+    SIGTERM writes the points finished so far, marked incomplete, and exits
+    130 or 143.
     """
     from xattn.comparison import sweeper
     from xattn.contract.spec import AttentionSpec
@@ -366,19 +461,35 @@ def sweep(ctx, backends, variants, seed_shape, seq, dtype, seed, device, matmul_
         raise click.UsageError(f"impossible {error}") from None
     if plot_path is not None:
         from xattn.errors import PlotUnavailableError
-        from xattn.render.plot import require_matplotlib
+        from xattn.render.plot import plot_format
 
         try:
-            require_matplotlib()
+            plot_format(plot_path)
         except PlotUnavailableError as error:
             raise click.UsageError(str(error)) from None
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--plot") from None
     plan, settings = _prepare_run(backends, variants, device=device, matmul_precision=matmul_precision,
-                                  threads=threads, min_time=min_time, max_time=max_time, timing=not no_timing)
-    with _progress(len(points)) as progress:
-        result = sweeper.run(plan, spec, fields, points, settings, progress)
+                                  threads=threads, min_time=min_time, max_time=max_time, timing=not no_timing,
+                                  max_memory=max_memory)
+    _check_memory(plan, [point for _, point in points], settings,
+                  [point_label(fields, values) for values, _ in points])
+    try:
+        with _progress(len(points)) as progress:
+            result = sweeper.run(plan, spec, fields, points, settings, progress)
+    except sweeper.SweepInterrupted as stop:
+        if stop.report is None:
+            raise
+        result = stop.report
+        click.echo(f"xattn: {result.stopped_by}: writing the {len(result.points)} of {result.planned} points"
+                   " that finished", err=True)
     _emit(result.render(fmt), output)
     if plot_path is not None:
-        result.plot(plot_path)
+        try:
+            result.plot(plot_path)
+        except OSError as error:  # the disk filled up during the sweep: the report above is kept
+            click.echo(f"xattn: could not write {plot_path} ({error.strerror or error})", err=True)
+            raise SystemExit(2) from None
         click.echo(f"wrote {plot_path}", err=True)
     raise SystemExit(result.exit_code)
 

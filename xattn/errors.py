@@ -28,3 +28,7 @@ class PlotUnavailableError(XattnError, ImportError):
 
 class PortCallError(XattnError):
     """A function under check raised on the arrays xattn guessed it takes; the message says what was guessed."""
+
+
+class MemoryLimitError(XattnError, ValueError):
+    """A comparison's estimated peak memory is over its limit (``max_memory``); raised before anything runs."""

@@ -106,7 +106,7 @@ def _block(candidate: Candidate, number: int) -> float:
 def check_times(min_time: float, max_time: float, warmup: float) -> None:
     for name, value in (("min_time", min_time), ("max_time", max_time), ("warmup", warmup)):
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-            raise ValueError(f"{name}: expected a non-negative number of seconds; got {value!r}")
+            raise ValueError(f"{name}: expected a finite non-negative number of seconds; got {value!r}")
     if max_time < min_time:
         raise ValueError(f"max_time: expected at least min_time={min_time}; got {max_time}")
 

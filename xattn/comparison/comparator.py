@@ -19,6 +19,7 @@ from typing import Callable, Iterable
 
 from xattn.backends import frameworks
 from xattn.comparison import rows as judged_rows
+from xattn.comparison.memory import check_run
 from xattn.comparison.results import OUTPUT, Report, Row, RunRecord
 from xattn.comparison.settings import Plan, RunSettings, make_plan
 from xattn.contract.spec import AttentionSpec, make_inputs
@@ -46,7 +47,9 @@ def compare(
     (``device``, ``matmul_precision``, ``min_time``, ``max_time``, ``warmup``, ``timing``,
     ``threads``, ``grad``), which override it. ``grad``: also compare each variant's gradients of
     ⟨out, C⟩ with respect to x (and kv) and wq, wk, wv, wo against the float64 oracle, as
-    ``grad/<input>`` rows. ``progress``: called with one line per step.
+    ``grad/<input>`` rows. ``progress``: called with one line per step. ``max_memory``: the limit
+    the estimated peak must fit in (:mod:`xattn.comparison.memory`); over it, MemoryLimitError
+    before anything runs.
     """
     settings = RunSettings.of(settings, options, "compare")
     if settings.threads is not None:
@@ -54,7 +57,9 @@ def compare(
     spec = AttentionSpec() if spec is None else spec
     if not isinstance(spec, AttentionSpec):
         raise TypeError(f"spec: expected an xattn.AttentionSpec; got {type(spec).__name__}")
-    return run(make_plan(backends, variants, settings.device), spec, settings, progress)
+    plan = make_plan(backends, variants, settings.device)
+    check_run([spec], plan, settings)
+    return run(plan, spec, settings, progress)
 
 
 def run(plan: Plan, spec: AttentionSpec, settings: RunSettings, progress=None) -> Report:
@@ -95,6 +100,17 @@ def run(plan: Plan, spec: AttentionSpec, settings: RunSettings, progress=None) -
                   pairs=judged_rows.pairs(rows, values, spec.dtype))
 
 
+def failed_run(plan: Plan, spec: AttentionSpec, settings: RunSettings, error: Exception) -> Report:
+    """The report of a problem that failed before its variants ran (the oracle out of memory): an error row each."""
+    from xattn.backends.env import environment
+
+    rows = tuple(judged_rows.failed(error, backend=backend, variant=variant, device=plan.device, quantity=OUTPUT,
+                                    dtype=spec.dtype, notes=("failed before any variant ran",))
+                 for backend, variant in plan.runs)
+    return Report(env=environment(plan.backends), spec=spec, settings=_record(plan, spec, settings), results=rows,
+                  pairs=())
+
+
 def _record(plan: Plan, spec: AttentionSpec, settings: RunSettings) -> RunRecord:
     threads = _equal_threads(plan.backends, settings.threads)
     x64_set = spec.dtype == "float64" and any(frameworks.side(name).x64_off() for name in plan.backends)
@@ -102,7 +118,7 @@ def _record(plan: Plan, spec: AttentionSpec, settings: RunSettings) -> RunRecord
         backends=plan.backends, variants=plan.variants, device=plan.device, matmul_precision=settings.matmul_precision,
         min_time_s=settings.min_time, max_time_s=settings.max_time, warmup_s=settings.warmup, timing=settings.timing,
         threads=threads, threads_equal=len(set(threads.values())) <= 1, jax_enable_x64_set_by_xattn=x64_set,
-        grad=settings.grad,
+        grad=settings.grad, threads_requested=settings.threads,
     )
 
 
@@ -149,6 +165,7 @@ def _first_run(backend, variant, spec, inputs, oracle, budget, device) -> _Run:
         fn = registry.build(backend, variant, causal=spec.causal, scale=spec.scale, head_dim=spec.head_dim,
                             padded=lengths is not None)
         runnable, compile_s = timed(lambda: fn.compile(*args), lambda outputs: None)
+        eager = not getattr(fn, "compiles", True)
         output, first_call_s = timed(lambda: runnable(*args), side.sync)
         actual = to_numpy(output)
     except Exception as error:  # one variant's failure is a row, never the end of the comparison
@@ -156,7 +173,8 @@ def _first_run(backend, variant, spec, inputs, oracle, budget, device) -> _Run:
     notes = side.notes(variant, spec, x)
     if str(actual.dtype) != spec.dtype:
         notes = (f"returned {actual.dtype}, expected {spec.dtype}", *notes)
-    row = judged_rows.judged(actual, oracle, budget=budget, dtype=spec.dtype, **fields, compile_s=compile_s,
+    row = judged_rows.judged(actual, oracle, budget=budget, dtype=spec.dtype, **fields,
+                             compile_s=None if eager else compile_s, eager=eager,
                              first_call_s=first_call_s, notes=notes)
     return _Run(row, actual, Candidate(lambda: runnable(*args), side.sync))
 

@@ -9,6 +9,7 @@ JSON schema change shape when they arrive.
 from __future__ import annotations
 
 import dataclasses
+import signal
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,6 +37,8 @@ class Row:
     budget: Budget | None = None
     timing: Measurement | None = None
     compile_s: float | None = None
+    #: True for an eager variant: nothing is compiled, and ``compile_s`` is None.
+    eager: bool = False
     first_call_s: float | None = None
     gflops: float | None = None
     error: str | None = None
@@ -90,6 +93,8 @@ class RunRecord(Mapping):
     #: Whether xattn turned jax_enable_x64 on for this float64 run (and restored it after).
     jax_enable_x64_set_by_xattn: bool
     grad: bool
+    #: The intra-op thread count the run asked for (None: XLA's count for every framework).
+    threads_requested: int | None = None
 
     def to_dict(self) -> dict:
         data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
@@ -163,20 +168,35 @@ class SweepReport(_Rendered):
 
     ``fields`` are the swept fields in order (the first is the plot's x axis); ``points[i]`` holds
     point i's value of each field and ``reports[i]`` its comparison. ``spec`` is the base problem.
+    A sweep stopped by a signal holds the points that finished: ``stopped_by`` names the signal
+    (``"SIGINT"``, ``"SIGTERM"``) and ``planned`` counts the points it was to run.
     """
 
     spec: AttentionSpec
     fields: tuple[str, ...]
     points: tuple[tuple[Any, ...], ...]
     reports: tuple[Report, ...]
+    planned: int | None = None
+    stopped_by: str | None = None
+
+    def __post_init__(self):
+        if self.planned is None:
+            object.__setattr__(self, "planned", len(self.points))
+
+    @property
+    def complete(self) -> bool:
+        return self.stopped_by is None
 
     @property
     def ok(self) -> bool:
-        return all(report.ok for report in self.reports)
+        return self.complete and all(report.ok for report in self.reports)
 
     @property
     def exit_code(self) -> int:
-        """0 when every point's report is ok (rows ok or ``unsupported``); 1 when any row drifted or errored."""
+        """0 when every point's report is ok (rows ok or ``unsupported``); 1 when any row drifted or errored;
+        128 + the signal (130 for SIGINT, 143 for SIGTERM) when a signal stopped the sweep."""
+        if self.stopped_by is not None:
+            return 128 + signal.Signals[self.stopped_by].value
         return 0 if self.ok else 1
 
     def values(self, field: str) -> tuple:

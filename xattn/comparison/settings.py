@@ -12,11 +12,14 @@ import dataclasses
 from typing import Iterable
 
 from xattn.backends.frameworks import DEVICES, MATMUL_PRECISIONS, side
+from xattn.comparison.memory import parse_limit
 from xattn.timing import DEFAULT_MAX_TIME, DEFAULT_MIN_TIME, DEFAULT_WARMUP, check_times
 
 #: ``variants=ALL`` runs every variant of every backend, the one-backend ones (JAX's ``threaded``, torch's
 #: ``compiled``) included.
 ALL = "all"
+#: The most intra-op threads a run may ask for.
+MAX_THREADS = 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +32,9 @@ class RunSettings:
     :mod:`xattn.timing`); ``timing=False`` skips the timed loop. ``threads``: intra-op threads for
     every framework (default: torch gets XLA's count; XLA's can only be set, to 1, before JAX is
     first imported). ``grad``: also compare gradients (:mod:`xattn.comparison.gradients`).
+    ``max_memory``: the limit the estimated peak must fit in, checked before anything runs
+    (:mod:`xattn.comparison.memory`): bytes, a size such as ``"8GiB"``, a share such as ``"50%"`` of
+    the memory available, or None for the default share.
     """
 
     device: str = "cpu"
@@ -39,6 +45,7 @@ class RunSettings:
     timing: bool = True
     threads: int | None = None
     grad: bool = False
+    max_memory: int | float | str | None = None
 
     def __post_init__(self):
         if self.device not in DEVICES:
@@ -49,8 +56,10 @@ class RunSettings:
             )
         check_times(self.min_time, self.max_time, self.warmup)
         threads = self.threads
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise ValueError(f"threads: expected a positive integer; got {threads!r}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                    or not 1 <= threads <= MAX_THREADS):
+            raise ValueError(f"threads: expected an integer from 1 to {MAX_THREADS}; got {threads!r}")
+        parse_limit(self.max_memory)
         for name in ("timing", "grad"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}: expected True or False; got {getattr(self, name)!r}")
@@ -130,6 +139,10 @@ def resolve_variants(backends: tuple[str, ...], variants: Iterable[str] | str | 
     wanted = split_names(variants)
     if wanted == (ALL,):
         return tuple((b, v) for b in backends for v in available[b])
+    if ALL in wanted:
+        others = ", ".join(v for v in wanted if v != ALL)
+        raise ValueError(f"variants: expected {ALL} alone (it runs every variant) or names without it; got {ALL}"
+                         f" with {others}. Drop one or the other.")
     valid = list(dict.fromkeys(v for names in available.values() for v in names))
     unknown = [v for v in wanted if v not in valid]
     if unknown or not wanted:

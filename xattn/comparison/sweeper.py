@@ -8,6 +8,11 @@ A field that :class:`~xattn.contract.spec.AttentionSpec` derives from another fo
 when the base spec left it at its derived value: S follows T, G follows H, D follows E // H. Setting
 it to another value, sweeping it, or naming it in ``hold`` keeps it where it is.
 
+Every point's estimated peak memory is checked against ``max_memory`` before the first point runs.
+A point that fails (its oracle out of memory) becomes a point of ``error`` rows and the sweep goes
+on; an interrupt (Ctrl-C, or the CLI's SIGTERM) raises :class:`SweepInterrupted` carrying the
+points that finished.
+
 This module is ``sweeper``, not ``sweep``: a submodule named ``sweep`` would shadow the function
 ``xattn.sweep`` as soon as anything imported it.
 """
@@ -15,9 +20,11 @@ This module is ``sweeper``, not ``sweep``: a submodule named ``sweep`` would sha
 from __future__ import annotations
 
 import itertools
+import signal
 from typing import Callable, Iterable, Mapping
 
 from xattn.backends.frameworks import request_xla_threads
+from xattn.comparison.memory import check_run
 from xattn.comparison.results import SweepReport
 from xattn.comparison.settings import Plan, RunSettings, make_plan
 from xattn.contract.spec import AttentionSpec
@@ -113,24 +120,54 @@ def sweep(
     ``hold``: derived fields (kv_len, kv_heads, head_dim) kept at ``spec``'s value even where they
     would follow a swept field. ``progress(i, n, label)`` is called before point ``i`` (0-based) of
     ``n``. ``settings`` and its fields as keywords are :func:`xattn.compare`'s, the same at every
-    point; the backends, variants and device are resolved once, before the first point runs.
+    point; the backends, variants and device are resolved once, and every point's memory checked
+    (MemoryLimitError naming the point), before the first point runs.
     """
     settings = RunSettings.of(settings, options, "sweep")
     spec = AttentionSpec() if spec is None else spec
     fields, points = sweep_points(spec, sweep, hold)
     if settings.threads is not None:
         request_xla_threads(settings.threads)  # before anything imports JAX
-    return run(make_plan(backends, variants, settings.device), spec, fields, points, settings, progress)
+    plan = make_plan(backends, variants, settings.device)
+    check_run([point for _, point in points], plan, settings, [point_label(fields, values) for values, _ in points])
+    return run(plan, spec, fields, points, settings, progress)
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """A sweep stopped by Ctrl-C (or a KeyboardInterrupt carrying ``signum``, as the CLI raises for SIGTERM).
+
+    ``report``: a :class:`~xattn.comparison.results.SweepReport` of the points that finished, marked
+    incomplete; None when none had.
+    """
+
+    def __init__(self, report: SweepReport | None, signum: int):
+        super().__init__(f"sweep stopped by {signal.Signals(signum).name}")
+        self.report, self.signum = report, signum
 
 
 def run(plan: Plan, spec: AttentionSpec, fields: tuple[str, ...], points, settings: RunSettings,
         progress=None) -> SweepReport:
-    """The sweep of :func:`sweep_points`' ``(fields, points)`` with a resolved ``plan``, point by point."""
+    """The sweep of :func:`sweep_points`' ``(fields, points)`` with a resolved ``plan``, point by point.
+
+    A point that raises is a report of error rows; an interrupt raises :class:`SweepInterrupted`.
+    """
     from xattn.comparison import comparator
 
     reports = []
-    for index, (values, point_spec) in enumerate(points):
-        if progress is not None:
-            progress(index, len(points), point_label(fields, values))
-        reports.append(comparator.run(plan, point_spec, settings))
+    try:
+        for index, (values, point_spec) in enumerate(points):
+            if progress is not None:
+                progress(index, len(points), point_label(fields, values))
+            try:
+                reports.append(comparator.run(plan, point_spec, settings))
+            except Exception as error:  # one point's failure is that point's rows, never the end of the sweep
+                reports.append(comparator.failed_run(plan, point_spec, settings, error))
+    except KeyboardInterrupt as stop:
+        signum = getattr(stop, "signum", signal.SIGINT)
+        finished = None
+        if reports:
+            done = tuple(values for values, _ in points[:len(reports)])
+            finished = SweepReport(spec=spec, fields=fields, points=done, reports=tuple(reports), planned=len(points),
+                                   stopped_by=signal.Signals(signum).name)
+        raise SweepInterrupted(finished, signum) from stop
     return SweepReport(spec=spec, fields=fields, points=tuple(values for values, _ in points), reports=tuple(reports))

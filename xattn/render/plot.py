@@ -9,9 +9,12 @@ matplotlib (the ``plot`` extra) is imported inside the functions and drawn throu
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from xattn.errors import PlotUnavailableError
+from xattn.render.files import write_atomic
 from xattn.render.report import threads_text
 from xattn.render.sweep_report import fixed_spec, point_label, sweep_title
 from xattn.render.text import duration
@@ -45,6 +48,19 @@ def require_matplotlib():
             f"plot: expected matplotlib (the 'plot' extra) to draw the sweep; got {error}. Install it with: {INSTALL}"
         ) from None
     return matplotlib
+
+
+def plot_format(path) -> str:
+    """The file format ``path``'s suffix names (png when it has none); ValueError for one matplotlib cannot write."""
+    require_matplotlib()
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    suffix = Path(str(path)).suffix.lower().lstrip(".") or "png"
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if suffix not in formats:
+        raise ValueError(f"expected a file name ending in one of {', '.join('.' + name for name in sorted(formats))};"
+                         f" got {str(path)!r}")
+    return suffix
 
 
 def _series(sweep, group_points):
@@ -220,16 +236,19 @@ def plot_sweep(sweep, path, *, dpi: int = 110) -> str:
 
 
 def _save(figure, path, dpi: int) -> None:
-    """Save; a PNG is reduced to a 256-colour palette (a third of the bytes, the same picture) to commit."""
-    if not str(path).lower().endswith(".png"):
-        figure.savefig(path, dpi=dpi)
-        return
+    """Save atomically (:func:`xattn.render.files.write_atomic`); a PNG is reduced to a 256-colour palette (a
+    third of the bytes, the same picture) to commit."""
     import io
 
-    from PIL import Image  # a dependency of matplotlib itself
-
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi)
-    buffer.seek(0)
-    with Image.open(buffer) as image:
-        image.convert("RGB").quantize(colors=256).save(path, optimize=True)  # median cut, the RGB default
+    kind = plot_format(path)
+    figure.savefig(buffer, format=kind, dpi=dpi)
+    if kind == "png":
+        from PIL import Image  # a dependency of matplotlib itself
+
+        buffer.seek(0)
+        with Image.open(buffer) as image:
+            palette = io.BytesIO()
+            image.convert("RGB").quantize(colors=256).save(palette, format="png", optimize=True)  # median cut
+        buffer = palette
+    write_atomic(path, buffer.getvalue())

@@ -51,6 +51,7 @@ def row_dict(row) -> dict:
         "number": timing.number if timing else None,
         "noisy": timing.noisy if timing else None,
         "compile_s": row.compile_s,
+        "eager": row.eager,
         "first_call_s": row.first_call_s,
         "gflops": _finite(row.gflops),
         "notes": list(row.notes),
@@ -138,7 +139,7 @@ def row_cells(row) -> dict[str, str]:
         _count(drift.ulp_at_scale) if drift else "-",
         duration(timing.median_s) if timing else "-",
         iqr,
-        duration(row.compile_s),
+        "eager" if row.eager else duration(row.compile_s),
         f"{row.gflops:.3g}" if row.gflops is not None else "-",
     ]
     return dict(zip(RESULT_HEADERS, cells))
@@ -171,8 +172,7 @@ def _render_tabular(report, tablefmt: str) -> str:
     if report.settings.jax_enable_x64_set_by_xattn:
         notes.append("jax: jax_enable_x64 was turned on by xattn for this float64 run, and restored after")
     if not report.settings.threads_equal:
-        notes.append(_wrap("threads: ", f"not equal ({dict(report.settings.threads)}): XLA's count is fixed when JAX"
-                                         " starts; pass the threads argument before anything imports JAX"))
+        notes.append(_wrap("threads: ", _threads_note(report.settings)))
     budget = next((r.budget for r in report.results if r.budget is not None), None)
     if budget is not None:
         notes.append(_wrap("budget: ", f"max err <= {budget.describe()} ({budget.dtype}); see docs/comparator.md"))
@@ -192,6 +192,17 @@ def _render_tabular(report, tablefmt: str) -> str:
         verdict += f"; {len(refused)} unsupported here (not a failure): {labels(refused)}"
     notes.append(f"verdict: {verdict}")
     return page(_spec_line(report), tables, notes, tablefmt)
+
+
+def _threads_note(settings) -> str:
+    """Why the frameworks ran with different thread counts, and what (if anything) would make them equal."""
+    text = f"not equal ({threads_text(settings)}): XLA's count is fixed when JAX starts"
+    asked = settings.get("threads_requested")
+    if asked is None:
+        return text + "; ask for threads before anything imports JAX"
+    if asked == 1:
+        return text + f"; {asked} was asked for after JAX had started: ask before anything imports JAX"
+    return text + f" (one per core) and can be set only to 1; the others run the {asked} asked for"
 
 
 def _csv_records(report) -> list[dict]:

@@ -45,6 +45,9 @@ def sweep_dict(sweep) -> dict:
     """The sweep as the JSON schema's object: each point's values beside its complete compare report."""
     return {
         **document_head(SWEEP_SCHEMA_ID, sweep),
+        "complete": sweep.complete,
+        "planned_points": sweep.planned,
+        "stopped_by": sweep.stopped_by,
         "fields": list(sweep.fields),
         "values": {field: list(sweep.values(field)) for field in sweep.fields},
         "spec": spec_dict(sweep.spec),
@@ -82,6 +85,9 @@ def sweep_title(sweep) -> str:
 
 def _header(sweep) -> str:
     title = f"xattn sweep: {sweep_title(sweep)} ({len(sweep.points)} points); fixed {fixed_spec(sweep)}"
+    if not sweep.complete:
+        title = (f"INCOMPLETE (stopped by {sweep.stopped_by} after {len(sweep.points)} of {sweep.planned} points). "
+                 + title)
     return _wrap("", title) + "\n" + run_line(sweep.reports[0].settings)
 
 
@@ -122,6 +128,9 @@ def _notes(sweep) -> list[str]:
                                    " see docs/comparator.md"))
     rows = sum(len(report.results) for report in sweep.reports)
     verdict = f"not ok: {'; '.join(bad)}" if bad else f"all {rows - len(refused)} rows that ran are ok at every point"
+    if not sweep.complete:
+        stop = f"stopped by {sweep.stopped_by} after {len(sweep.points)} of {sweep.planned} points"
+        verdict = f"incomplete, {stop}: {verdict}"
     if refused:
         verdict += f"; {len(refused)} unsupported here (not a failure)"
     notes.append(_wrap("verdict: ", verdict))
