@@ -58,10 +58,13 @@ def make_pair(seed: int = 0, bug: tuple[str, int] | None = None, **sizes):
 
 
 def make_inputs(seed: int = 0, batch: int = 2, length: int = 8, vocab: int = torch_encoder.SIZES["vocab"]):
-    """``(ids_BT, mask_BT)``: int64 token ids and a key mask whose rows keep 1 to ``length`` keys (NumPy)."""
+    """``(ids_BT, mask_BT)``: int32 token ids and a key mask whose rows keep 1 to ``length`` keys (NumPy).
+
+    int32, as JAX without x64 takes integers (the bridge refuses to narrow int64 silently).
+    """
     rng = np.random.default_rng([seed, 7])
-    ids_BT = rng.integers(0, vocab, size=(batch, length), dtype=np.int64)
+    ids_BT = rng.integers(0, vocab, size=(batch, length), dtype=np.int32)
     lengths_B = rng.integers(1, length + 1, size=batch)
     lengths_B[0] = length
-    mask_BT = (np.arange(length)[None, :] < lengths_B[:, None]).astype(np.int64)
+    mask_BT = (np.arange(length)[None, :] < lengths_B[:, None]).astype(np.int32)
     return ids_BT, mask_BT

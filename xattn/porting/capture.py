@@ -73,10 +73,11 @@ def capture(root, kind: str, run: Callable[[], Any], *, jiggle: int | None = Non
     if kind not in watchers:
         raise ValueError(f"capture: expected a module kind of {sorted(watchers)}; got {kind!r}")
     seen: list[tuple[Any, Any]] = []  # (module, or its linen path; output as host arrays)
+    made: dict[int, Any] = {}  # arrays jiggle made: a module passing one on as its output leaves it be
 
     def record(who, output):
         if jiggle is not None:
-            output = _jiggled_output(output, np.random.default_rng([jiggle, len(seen)]))
+            output = _jiggled_output(output, np.random.default_rng([jiggle, len(seen)]), made)
         seen.append((who, _host_leaves(output, who)))
         return output
 
@@ -107,7 +108,7 @@ def _linen_watch(root, kind, record):
     def interceptor(next_fun, args, kwargs, context):
         out = next_fun(*args, **kwargs)
         if context.method_name == "__call__":
-            out = record(tuple(str(p) for p in context.module.path), out)
+            out = record((tuple(str(p) for p in context.module.path), type(context.module).__name__), out)
         return out
 
     with linen.intercept_methods(interceptor):
@@ -191,7 +192,7 @@ def _named(root, kind: str, seen) -> list[Call]:
     calls, counts = [], {}
     for order, (who, outputs) in enumerate(seen):
         if kind == "linen":
-            parts, type_name = who, "Module"
+            parts, type_name = who
         else:
             parts = paths.get(id(who))
             type_name = type(who).__name__
@@ -207,11 +208,30 @@ def _host_leaves(output, who) -> tuple[tuple[str, np.ndarray], ...]:
     found = []
     for path, leaf in _array_leaves(output):
         if _is_tracer(leaf):
-            raise ValueError(
-                f"locate: expected concrete arrays from every submodule; got a traced value from {_who(who)}, which"
-                " runs under jax.jit (or another transformation). Call the model without jit to locate drift")
+            leaf = _batched_value(leaf)
+            if leaf is None:
+                raise ValueError(
+                    f"locate: expected concrete arrays from every submodule; got a traced value from {_who(who)},"
+                    " which runs under jax.jit (or another transformation that hides values). Call the model"
+                    " without jit to locate drift (jax.vmap is fine)")
         found.append((path, np.array(to_numpy(leaf.detach() if hasattr(leaf, "detach") else leaf), copy=True)))
     return tuple(found)
+
+
+def _batched_value(tracer):
+    """The whole batch an eager ``jax.vmap`` tracer carries, batch axis first (nested vmaps too); None under jit."""
+    value, batch_dim = getattr(tracer, "val", None), getattr(tracer, "batch_dim", None)
+    if value is None or not hasattr(tracer, "batch_dim"):
+        return None
+    if _is_tracer(value):
+        value = _batched_value(value)
+        if value is None:
+            return None
+    if isinstance(batch_dim, int) and not isinstance(batch_dim, bool):
+        import jax.numpy as jnp
+
+        value = jnp.moveaxis(value, batch_dim, 0)
+    return value
 
 
 def _array_leaves(output):
@@ -232,10 +252,13 @@ def _is_tracer(value) -> bool:
 
 
 def _who(who) -> str:
-    return "/".join(who) if isinstance(who, tuple) else type(who).__name__
+    return "/".join(who[0]) or who[1] if isinstance(who, tuple) else type(who).__name__
 
 
 # ------------------------------------------------------------------------------------- jiggling
+
+#: A jiggled element's move in ulps: stay (½), one down (¼), one up (¼).
+_STEPS = np.array([-1, 0, 0, 1])
 
 
 def jiggled(array: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -250,25 +273,32 @@ def jiggled(array: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if array.dtype.kind != "f" and array.dtype.name != "bfloat16":
         return array
     bits = array.view(f"u{array.dtype.itemsize}").astype(np.int64)
-    step = rng.choice(np.array([-1, 0, 0, 1]), size=array.shape)
+    step = _STEPS[rng.integers(0, 4, size=array.shape)]
     moved = (bits + step).astype(f"u{array.dtype.itemsize}").view(array.dtype)
     with np.errstate(invalid="ignore"):
         keep = ~np.isfinite(array) | (array == 0) | ~np.isfinite(moved)
     return np.where(keep, array, moved).astype(array.dtype)
 
 
-def _jiggled_output(output, rng):
-    """A module's output with every floating array jiggled, in its own framework; other outputs as they are."""
+def _jiggled_output(output, rng, made: dict):
+    """A module's output with every floating array jiggled, in its own framework; other outputs as they are.
+
+    An array that an inner module's jiggle made (``made``, by id) and the module returns as it is
+    was rounded once already, and is not jiggled twice.
+    """
     from xattn.bridge import to_jax, to_torch
     from xattn.bridge.trees import map_leaves
 
     def jiggle(path, leaf):
         framework = framework_of(leaf)
-        if framework not in ("torch", "jax") or _is_tracer(leaf):
+        if framework not in ("torch", "jax") or _is_tracer(leaf) or id(leaf) in made:
             return leaf
         moved = jiggled(np.asarray(to_numpy(leaf.detach() if framework == "torch" else leaf)), rng)
         if framework == "torch":
-            return to_torch(moved, copy=True).to(leaf.device)
-        return to_jax(moved, copy=True)
+            moved = to_torch(moved, copy=True).to(leaf.device)
+        else:
+            moved = to_jax(moved, copy=True, device=next(iter(leaf.devices())))
+        made[id(moved)] = moved
+        return moved
 
     return map_leaves(output, jiggle)
