@@ -31,7 +31,8 @@ def torch_mlp(seed: int = 0):
 
 
 def _weights(torch_model):
-    return [(layer.weight.detach().numpy().T.copy(), layer.bias.detach().numpy().copy()) for layer in torch_model.layers]
+    return [(layer.weight.detach().numpy().T.copy(), layer.bias.detach().numpy().copy())
+            for layer in torch_model.layers]
 
 
 def linen_mlp(torch_model, *, scale_hidden: float = 1.0):
@@ -90,7 +91,7 @@ def nnx_mlp_renamed(torch_model, *, scale_hidden: float = 1.0):
 
     model = MLP()
     for layer, (w, b) in zip((model.dense_in, model.dense_out), _weights(torch_model)):
-        layer.kernel.value, layer.bias.value = jnp.asarray(w), jnp.asarray(b)
+        layer.kernel[...], layer.bias[...] = jnp.asarray(w), jnp.asarray(b)
     return model
 
 

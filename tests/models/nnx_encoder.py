@@ -44,7 +44,8 @@ class SelfAttention(nnx.Module):
         B, T, E = x_BTE.shape
         H = self.heads
         D = E // H
-        q_BTHD, k_BSHD, v_BSHD = (y.reshape(B, T, H, D) for y in (self.query(x_BTE), self.key(x_BTE), self.value(x_BTE)))
+        q_BTHD, k_BSHD, v_BSHD = (projection(x_BTE).reshape(B, T, H, D)
+                                  for projection in (self.query, self.key, self.value))
         logits_BHTS = jnp.einsum("BTHD,BSHD->BHTS", q_BTHD, k_BSHD)
         if self.scaled:
             logits_BHTS = logits_BHTS / math.sqrt(D)

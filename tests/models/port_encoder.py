@@ -22,9 +22,9 @@ def _nnx_submodule(model, path: str):
 
 
 def _set(variable, value: np.ndarray) -> None:
-    if variable.value.shape != value.shape:
-        raise ValueError(f"port: expected shape {variable.value.shape}; got {value.shape}")
-    variable.value = jnp.asarray(value)
+    if variable.shape != value.shape:
+        raise ValueError(f"port: expected shape {variable.shape}; got {value.shape}")
+    variable[...] = jnp.asarray(value)
 
 
 def port_weights(torch_model: nn.Module, nnx_model: nnx.Module) -> nnx.Module:

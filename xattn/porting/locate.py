@@ -31,8 +31,16 @@ from xattn.numerics.budget import reference_budget
 from xattn.numerics.judge import OK
 from xattn.numerics.naive import naive_run_count
 from xattn.porting.capture import capture
-from xattn.porting.modules import (FRAMEWORK_OF_KIND, MODULE_KINDS_TEXT, check_callable, dropout_findings,
-                                   float64_version, kind_of, label, parameter_dtypes)
+from xattn.porting.modules import (
+    FRAMEWORK_OF_KIND,
+    MODULE_KINDS_TEXT,
+    check_callable,
+    dropout_findings,
+    float64_version,
+    kind_of,
+    label,
+    parameter_dtypes,
+)
 from xattn.porting.pairing import pair_calls, pair_outputs
 from xattn.porting.references import fallback_note
 from xattn.porting.rows import PortPair, PortRow, is_floating, judge_pair, run_dtype_of

@@ -33,7 +33,8 @@ def render_locate_report(report) -> str:
     cells = []
     for index, pair in enumerate(report.pairs, 1):
         row_a, row_b = pair.rows
-        verdict = "ok" if pair.difference.attribution == ROUNDING_NOISE and not pair.over else pair.difference.attribution
+        attribution = pair.difference.attribution
+        verdict = "ok" if attribution == ROUNDING_NOISE and not pair.over else attribution
         if pair is first:
             verdict += "  <- first"
         cells.append([str(index), pair.names[0] + _HOW_MARK.get(pair.how, f" ({pair.how})"), pair.names[1],
@@ -46,8 +47,8 @@ def render_locate_report(report) -> str:
         lines.append(f"first over budget: none of {len(report.pairs)} pairs")
     else:
         at = report.pairs.index(first) + 1
-        lines.append(_wrap("first over budget: ", f"#{at} {first.names[0]} ≙ {first.names[1]}"
-                                                  f" (err/bud {share(first.budget_use)}; {first.difference.attribution})"))
+        lines.append(_wrap("first over budget: ", f"#{at} {first.names[0]} ≙ {first.names[1]} (err/bud"
+                                                  f" {share(first.budget_use)}; {first.difference.attribution})"))
         for row in first.rows:
             lines += [_wrap(f"{row.name} {row.output}: ", note) for note in row.notes]
     for name, left in zip(report.names, report.unmatched):
