@@ -42,7 +42,6 @@ from xattn.porting.modules import (
     parameter_dtypes,
 )
 from xattn.porting.pairing import pair_calls, pair_outputs
-from xattn.porting.references import fallback_note
 from xattn.porting.rows import PortPair, PortRow, is_floating, judge_pair, run_dtype_of
 
 
@@ -148,40 +147,37 @@ def locate(a, b, *inputs, match: Mapping[str, str] | Callable | None = None, ref
     naive = [runs[index]] + _repeats(ref, ref_kind, host, runs[index], dtype)
     pairing = pair_calls(runs[0], runs[1], match)
 
-    located, not_compared, notes = [], [], []
-    left = ([], [])
-    by_order = {call.order: position for position, call in enumerate(runs[index])}
+    located, not_compared, left = [], [], ([], [])
     for call_a, call_b, how in pairing.pairs:
         leaf_pairs, left_a, left_b = pair_outputs(call_a, call_b)
         left[0].extend(_shown(call_a, leaf) for leaf in left_a)
         left[1].extend(_shown(call_b, leaf) for leaf in left_b)
-        ref_call = (call_a, call_b)[index]
-        position = by_order[ref_call.order]
-        for leaf_a, leaf_b in leaf_pairs:
-            value_a, value_b = dict(call_a.outputs)[leaf_a], dict(call_b.outputs)[leaf_b]
-            shown = (_shown(call_a, leaf_a), _shown(call_b, leaf_b))
-            if value_a.shape != value_b.shape:
-                not_compared.append(f"{shown[0]} ≙ {shown[1]}: shapes {value_a.shape} and {value_b.shape} differ")
-                continue
-            leaf = (leaf_a, leaf_b)[index]
-            expected = np.asarray(dict(oracle[position].outputs)[leaf], dtype=np.float64)
-            runs_here = [dict(run[position].outputs)[leaf] for run in naive]
-            leaf_dtype = runs_here[0].dtype.name if is_floating(runs_here[0]) else dtype
-            budget = reference_budget(runs_here, expected, leaf_dtype, rtol, atol)
-            note = fallback_note(shown[index], runs_here[0], leaf_dtype, budget)
-            if note:
-                notes.append(note)
-            rows, pair = judge_pair(shown[index], names, value_a, value_b, expected, leaf_dtype, budget)
-            order = (call_b, call_a)[index].order
-            located.append(Located(shown, how, value_a.shape, tuple(rows), pair, order))
+        for leaves in leaf_pairs:
+            found = _judged((call_a, call_b), leaves, how, index, oracle, naive, names, dtype, rtol, atol)
+            (located if isinstance(found, Located) else not_compared).append(found)
     located.sort(key=lambda pair: pair.order)
     unmatched = tuple(tuple(_all_shown(calls) + extra)
                       for calls, extra in zip((pairing.unmatched_a, pairing.unmatched_b), left))
-    for model in models:
-        notes += dropout_findings(model)
+    notes = [note for model in models for note in dropout_findings(model)]
     return LocateReport(models=(label(a), label(b)), names=names, kinds=kinds, reference=reference, dtype=dtype,
                         dtype_reason=dtype_reason, pairs=tuple(located), unmatched=unmatched,
                         not_compared=tuple(not_compared), naive_runs=len(naive), notes=tuple(notes))
+
+
+def _judged(calls, leaves, how, index, oracle, naive, names, dtype, rtol, atol) -> Located | str:
+    """One pair of output leaves judged against the reference's float64 one: a :class:`Located`, or why not."""
+    values = [dict(call.outputs)[leaf] for call, leaf in zip(calls, leaves)]
+    shown = tuple(_shown(call, leaf) for call, leaf in zip(calls, leaves))
+    if values[0].shape != values[1].shape:
+        return f"{shown[0]} ≙ {shown[1]}: shapes {values[0].shape} and {values[1].shape} differ"
+    order, leaf = calls[index].order, leaves[index]  # a call's order is its place in every run's list
+    expected = np.asarray(dict(oracle[order].outputs)[leaf], dtype=np.float64)
+    runs_here = [dict(run[order].outputs)[leaf] for run in naive]
+    # judged in the dtype the reference computes this intermediate in (an integer one: exactly)
+    leaf_dtype = runs_here[0].dtype.name if is_floating(runs_here[0]) else dtype
+    budget = reference_budget(runs_here, expected, leaf_dtype, rtol, atol)
+    rows, pair = judge_pair(shown[index], names, values[0], values[1], expected, leaf_dtype, budget)
+    return Located(shown, how, values[0].shape, tuple(rows), pair, calls[1 - index].order)
 
 
 def _kinds(a, b) -> tuple[str, str]:
@@ -238,14 +234,21 @@ def _repeats(model, kind: str, host, first, dtype: str) -> list:
     return repeats
 
 
+def _layout(calls) -> list:
+    return [(call.name, tuple((path, value.shape) for path, value in call.outputs)) for call in calls]
+
+
 def _check_same_calls(first, other, what: str) -> None:
-    shape = [(c.path, c.call, tuple((p, v.shape) for p, v in c.outputs)) for c in first]
-    if shape != [(c.path, c.call, tuple((p, v.shape) for p, v in c.outputs)) for c in other]:
-        differ = next((x, y) for x, y in zip(shape + [None], [
-            (c.path, c.call, tuple((p, v.shape) for p, v in c.outputs)) for c in other] + [None]) if x != y)
-        raise ValueError(f"locate: expected the reference model to call the same submodules with the same output"
-                         f" shapes in {what}; got {differ[0]} first and {differ[1]} then. A model whose structure"
-                         " depends on the dtype or on randomness cannot be located")
+    """ValueError unless a rerun of the reference called the same submodules, in order, with the same shapes."""
+    expected, found = _layout(first), _layout(other)
+    if expected != found:
+        at = next(i for i in range(max(len(expected), len(found)))
+                  if i >= min(len(expected), len(found)) or expected[i] != found[i])
+        raise ValueError(
+            f"locate: expected the reference model to call the same submodules with the same output shapes in {what};"
+            f" call {at} was {expected[at] if at < len(expected) else 'none'} in its run and"
+            f" {found[at] if at < len(found) else 'none'} in {what}. A model whose structure depends on the dtype or"
+            " on randomness cannot be located")
 
 
 def _shown(call, leaf: str) -> str:
