@@ -152,6 +152,8 @@ def test_a_linen_port_is_paired_by_its_list_names():
     assert report.first is None, str(report)
     bug = xattn.locate(torch_model, mlp.linen_mlp(torch_model, scale_hidden=1.001), x)
     assert bug.first.names == ("layers.1", "layers_1"), str(bug)
+    linen_oracle = xattn.locate(torch_model, mlp.linen_mlp(torch_model), x, reference="b")  # a linen float64 rerun
+    assert linen_oracle.first is None and linen_oracle.naive_runs == naive_run_count(64 * 3), str(linen_oracle)
 
 
 def test_an_equinox_port_that_vmaps_inside_is_seen_whole():
@@ -162,6 +164,8 @@ def test_an_equinox_port_that_vmaps_inside_is_seen_whole():
                                                      ("(root)", "(root)")]
     assert [pair.shape for pair in report.pairs] == [(64, 8), (64, 3), (64, 3)]
     assert report.first is None, str(report)
+    equinox_oracle = xattn.locate(torch_model, mlp.equinox_mlp(torch_model), x, reference="b")
+    assert equinox_oracle.first is None, str(equinox_oracle)
 
 
 def test_a_port_with_other_names_is_paired_by_order_and_shape():
