@@ -149,6 +149,7 @@ def test_a_linen_port_is_paired_by_its_list_names():
     report = xattn.locate(torch_model, mlp.linen_mlp(torch_model), x)
     assert [pair.names for pair in report.pairs] == [("layers.0", "layers_0"), ("layers.1", "layers_1"),
                                                      ("(root)", "(root)")]
+    assert {pair.how for pair in report.pairs} == {"name"}  # linen's layers_1 is torch's layers.1
     assert report.first is None, str(report)
     bug = xattn.locate(torch_model, mlp.linen_mlp(torch_model, scale_hidden=1.001), x)
     assert bug.first.names == ("layers.1", "layers_1"), str(bug)
