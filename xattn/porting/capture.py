@@ -17,8 +17,10 @@ equinox    ``__call__`` of every ``equinox.Module`` class in the model wrapped f
 A call is recorded when it returns, so a submodule comes before the module that called it
 (post-order), and a module called twice is recorded twice (``call`` 0, 1, ...). Outputs are copied
 to NumPy at once, so an in-place op later in the forward cannot change them. Only methods named
-``__call__`` (``forward`` for torch) are seen; a value traced under ``jax.jit`` cannot be, and
-raises an error that says to call the model without jit.
+``__call__`` (``forward`` for torch) are seen. Inside an eager ``jax.vmap`` (equinox's way to
+batch) the tracer carries the whole batch, which is what is recorded; a value traced under
+``jax.jit`` carries none, and raises an error that says to call the model without jit. The hooks
+and wrappers are process-wide while the call runs: capture one model at a time, from one thread.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ def capture(root, kind: str, run: Callable[[], Any], *, jiggle: int | None = Non
     watchers = {"torch": _torch_watch, "nnx": _class_watch, "equinox": _class_watch, "linen": _linen_watch}
     if kind not in watchers:
         raise ValueError(f"capture: expected a module kind of {sorted(watchers)}; got {kind!r}")
-    seen: list[tuple[Any, Any]] = []  # (module, or its linen path; output as host arrays)
+    seen: list[tuple[Any, Any]] = []  # (module, or linen's (path, class name); output leaves on the host)
     made: dict[int, Any] = {}  # arrays jiggle made: a module passing one on as its output leaves it be
 
     def record(who, output):
