@@ -36,3 +36,16 @@ def backend(request):
 
 def pytest_report_header(config):
     return f"xattn: XATTN_REQUIRE_BACKENDS={','.join(sorted(REQUIRED)) or '(none)'}"
+
+
+def require_equinox():
+    """equinox (the ``equinox`` extra), or a skip; a failure where XATTN_REQUIRE_BACKENDS demands jax,
+    since every tox env that demands jax installs the equinox extra beside it."""
+    require_backend("jax")
+    try:
+        import equinox
+    except ImportError as error:
+        if "jax" in REQUIRED:
+            pytest.fail(f"XATTN_REQUIRE_BACKENDS demands jax, and tox installs equinox with it: {error}")
+        pytest.skip(f"equinox is not installed: pip install 'xattn[equinox]' ({error})")
+    return equinox

@@ -8,7 +8,7 @@ import pytest
 from xattn.porting import modules
 from xattn.porting.modules import float64_version, framework_of_module, kind_of
 
-from conftest import require_backend
+from conftest import require_backend, require_equinox
 
 W = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
 X = np.random.default_rng(1).standard_normal((2, 4)).astype(np.float32)
@@ -67,7 +67,7 @@ def linen_net():
 
 def equinox_net():
     require_backend("jax")
-    import equinox as eqx
+    eqx = require_equinox()
     import jax
     import jax.numpy as jnp
 
@@ -246,8 +246,32 @@ def test_active_dropout_is_found_and_an_evaluated_module_is_quiet():
     assert modules.dropout_findings(module.bind(variables)) == []
     with_rngs = module.bind(variables, rngs={"dropout": jax.random.key(1)})
     assert "rngs ['dropout']" in modules.dropout_findings(with_rngs)[0]
-    import equinox as eqx
+    eqx = require_equinox()
 
     assert modules.dropout_findings(equinox_net()) == []
     assert "Dropout(p=0.5" in modules.dropout_findings(eqx.nn.Sequential([eqx.nn.Dropout(0.5)]))[0]
     assert modules.dropout_findings(eqx.nn.inference_mode(eqx.nn.Sequential([eqx.nn.Dropout(0.5)]))) == []
+
+
+def test_a_fixed_compute_dtype_is_lifted_to_float64_in_the_rerun():
+    require_backend("jax")
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    fixed = nnx.Linear(4, 3, dtype=jnp.float32, rngs=nnx.Rngs(0))
+    assert numpy_of(float64_version(fixed)(jnp.asarray(X))).dtype == np.float64
+    assert fixed.dtype == jnp.float32  # the caller's module keeps its own
+
+    class Block(nn.Module):  # the Hugging Face Flax pattern: submodules take dtype=self.dtype
+        dtype: object = jnp.float32
+
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3, dtype=self.dtype)(x)
+
+    block = Block()
+    bound = block.bind(block.init(jax.random.key(0), jnp.ones((1, 4))))
+    assert numpy_of(float64_version(bound)(jnp.asarray(X))).dtype == np.float64
+    assert numpy_of(bound(jnp.asarray(X))).dtype == np.float32

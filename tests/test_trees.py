@@ -87,6 +87,27 @@ def test_other_list_and_tuple_subclasses_are_rebuilt_from_their_items():
     assert type(mapped) is Tagged and mapped == [10, 20]
 
 
+def test_dataclasses_are_walked_by_field_and_rebuilt_without_touching_the_input():
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Output:
+        logits: object
+        hidden: tuple
+        extra: object = None
+
+    class ModelOutput(collections.OrderedDict):  # Hugging Face's: a dict subclass, walked as a dict
+        pass
+
+    tree = Output("l", ("h0", "h1"), ModelOutput(loss="x"))
+    assert leaves(tree, "out") == [("out.logits", "l"), ("out.hidden[0]", "h0"), ("out.hidden[1]", "h1"),
+                                   ("out.extra['loss']", "x")]
+    mapped = map_leaves(tree, lambda path, leaf: path)
+    assert type(mapped) is Output and mapped.hidden == (".hidden[0]", ".hidden[1]")
+    assert type(mapped.extra) is ModelOutput and mapped.extra["loss"] == ".extra['loss']"
+    assert tree.logits == "l"  # the input is unchanged
+
+
 def test_an_error_in_fn_propagates_as_it_is():
     def fail(path, leaf):
         raise KeyError(path)

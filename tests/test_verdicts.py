@@ -107,7 +107,7 @@ def test_the_header_names_each_framework_and_what_decided_the_run_dtype():
     assert mixed.dtype == "float32" and "most precise of the inputs' dtypes (float32, float16)" in mixed.dtype_reason
     ids = np.arange(6).reshape(2, 3)
     assert xattn.check_port(lambda i: i * 2, lambda i: i + i, ids, **NUMPY).dtype_reason == (
-        "float32: no floating input decides it")
+        "float32: no floating input or module parameter decides it")
 
 
 def test_equal_integer_outputs_are_compared_exactly():

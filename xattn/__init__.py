@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 
 from xattn._version import __version__
-from xattn.errors import BackendUnavailableError, BridgeError, VariantUnsupportedError, XattnError
+from xattn.errors import BackendUnavailableError, BridgeError, PortCallError, VariantUnsupportedError, XattnError
 
 # public name -> submodule that defines it (imported on first access)
 _EXPORTS = {
@@ -70,6 +70,7 @@ __all__ = [
     "BackendUnavailableError",
     "BridgeError",
     "VariantUnsupportedError",
+    "PortCallError",
     *_EXPORTS,
 ]
 

@@ -24,3 +24,7 @@ class BridgeError(XattnError):
 
 class PlotUnavailableError(XattnError, ImportError):
     """A plot was asked for but matplotlib (the ``plot`` extra) is not importable."""
+
+
+class PortCallError(XattnError):
+    """A function under check raised on the arrays xattn guessed it takes; the message says what was guessed."""

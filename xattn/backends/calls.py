@@ -47,41 +47,98 @@ def cotangent_like(output, seed: int = COTANGENT_SEED, index: int = 0) -> np.nda
 
 
 def arguments(framework: str, inputs, device=None, *, convert_if=is_array) -> list:
-    """``inputs`` with every array in ``framework``'s arrays (on ``device``); other values as they are."""
+    """``inputs`` with every array in ``framework``'s arrays (on ``device``), leaf by leaf through trees.
+
+    An input may be a tree (dicts, lists, tuples, dataclasses of arrays: a params pytree); its
+    containers keep their type, and values that are not arrays pass as they are.
+    """
     convert = _CONVERT[framework]
-    return [convert(value, device=device) if convert_if(value) else value for value in inputs]
+    if framework == "jax":
+        convert = _narrowing_exact_integers(convert)
+    return [map_leaves(value, lambda path, leaf: convert(leaf, device=device) if convert_if(leaf) else leaf)
+            for value in inputs]
+
+
+def _narrowing_exact_integers(convert):
+    """``convert`` that first narrows 64-bit NumPy integers (token ids) to 32 bits where every value fits
+    and JAX's x64 is off: the same values, in the integers JAX holds without x64 (the bridge refuses
+    int64 there rather than truncate). Values that do not fit still go to the bridge, which refuses them.
+    """
+    from xattn import _compat
+
+    if _compat.jax_x64_enabled():
+        return convert
+
+    def narrowed(value, device=None):
+        if isinstance(value, np.ndarray) and value.dtype in (np.int64, np.uint64) and value.size:
+            small = value.astype(np.int32 if value.dtype == np.int64 else np.uint32)
+            if np.array_equal(small, value):
+                value = small
+        return convert(value, device=device)
+
+    return narrowed
+
+
+def output_leaves(output) -> list[tuple[str, Any]]:
+    """The leaves of a function's output by path (``out['logits']``), ``None`` fields left out."""
+    return [(path, leaf) for path, leaf in leaves(output, OUTPUT) if leaf is not None and not isinstance(leaf, str)]
 
 
 def call(fn, framework: str, inputs) -> list[tuple[str, np.ndarray]]:
     """``fn(*inputs)`` run in ``framework`` (a forward pass: no autograd); its output leaves as NumPy, by path."""
     args = arguments(framework, inputs)
     output = fn(*args) if framework == "numpy" else side(framework).call(fn, args)
-    return [(path, np.asarray(to_numpy(leaf))) for path, leaf in leaves(output, OUTPUT)]
+    return [(path, np.asarray(to_numpy(leaf))) for path, leaf in output_leaves(output)]
+
+
+def differentiable_leaves(inputs) -> list[tuple[int, str]]:
+    """``(input index, path)`` of every floating-point leaf of every input (path ``""`` for an array input)."""
+    return [(index, path) for index, value in enumerate(inputs) for path, leaf in leaves(value) if differentiable(leaf)]
+
+
+def _is_differentiable_output(leaf) -> bool:
+    name = str(getattr(leaf, "dtype", "")).replace("torch.", "")
+    return name in ("float64", "float32", "float16", "bfloat16") and getattr(leaf, "requires_grad", True)
 
 
 def vjp(fn, framework: str, inputs, cotangents: dict[str, Any], wrt, device=None) -> list[np.ndarray]:
-    """Gradients of ⟨fn(*inputs), C⟩ for the inputs at positions ``wrt``, as NumPy arrays.
+    """Gradients of ⟨fn(*inputs), C⟩ for the inputs (or input leaves) in ``wrt``, as NumPy arrays.
 
     ``framework``: ``"jax"`` (jax.vjp) or ``"torch"`` (torch.autograd.grad); ``inputs`` are NumPy
-    arrays (other values pass as they are) bridged zero-copy; ``cotangents`` maps each output
-    leaf's path to its C. An input the output does not depend on gets zeros. ``device``: where the
-    inputs go (the bridge's ``device=``; default the host).
+    arrays or trees of them (other values pass as they are) bridged zero-copy; ``wrt``: input
+    positions (a whole array input) or ``(position, path)`` pairs naming a leaf of a tree input
+    (:func:`differentiable_leaves`); ``cotangents`` maps each output leaf's path to its C. Only
+    floating output leaves enter the loss. An input the output does not depend on gets zeros.
+    ``device``: where the inputs go (the bridge's ``device=``; default the host).
     """
     if framework not in FRAMEWORKS:
         raise ValueError(f"grad: expected a jax or torch function to differentiate; got framework {framework!r}")
     convert = _CONVERT[framework]
     args = arguments(framework, inputs, device, convert_if=lambda value: isinstance(value, np.ndarray))
+    addresses = [(address, "") if isinstance(address, int) else tuple(address) for address in wrt]
+    found = {(index, path): leaf for index, value in enumerate(args) for path, leaf in leaves(value)}
+    paths: list[str] = []
+
+    def of_leaves(*values):
+        replaced = dict(zip(addresses, values))
+        full = [map_leaves(value, lambda path, leaf, i=index: replaced.get((i, path), leaf))
+                for index, value in enumerate(args)]
+        outputs = [(path, leaf) for path, leaf in output_leaves(fn(*full)) if _is_differentiable_output(leaf)]
+        paths[:] = [path for path, _ in outputs]
+        return [leaf for _, leaf in outputs]
 
     def cotangent(out):
-        return map_leaves(out, lambda path, leaf: convert(cotangents[path], device=device), OUTPUT)
+        return [convert(cotangents[path], device=device) for path in paths]
 
-    grads = side(framework).vjp(fn, args, list(wrt), cotangent)
+    grads = side(framework).vjp(of_leaves, [found[address] for address in addresses], list(range(len(addresses))),
+                                cotangent)
     return [np.array(to_numpy(g), copy=True) for g in grads]
 
 
 def float64_vjp(fn, framework: str, inputs, cotangents: dict, wrt) -> list[np.ndarray] | None:
     """``fn``'s gradients with every floating input and C in float64; None if ``fn`` cannot run so."""
-    as_f64 = [np.asarray(v, np.float64) if differentiable(v) else v for v in inputs]
+    as_f64 = [map_leaves(v, lambda path, leaf: np.asarray(leaf, np.float64) if differentiable(leaf) else leaf)
+              for v in inputs]
     cots = {path: np.asarray(c, np.float64) for path, c in cotangents.items()}
     try:
         with side(framework).float64():

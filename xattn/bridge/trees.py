@@ -1,12 +1,13 @@
 """One walker for nested containers, so that every part of xattn names a leaf by the same path.
 
 A *tree* is a leaf or a container of trees: a ``dict`` (or subclass, such as torch's
-``OrderedDict`` state_dict), a ``list`` or a ``tuple`` (namedtuples included). Everything else is a
-leaf: arrays of any framework, but also ``None``, numbers, strings and other objects; the walker
+``OrderedDict`` state_dict or a Hugging Face ``ModelOutput``), a ``list``, a ``tuple`` (namedtuples
+included) or a dataclass instance (a model's output record). Everything else is a leaf: arrays of
+any framework, but also ``None``, numbers, strings and other objects; the walker
 never asks what a leaf is, the caller's function decides.
 
 A leaf's *path* is ``root`` followed by one subscript per level, ``[{key!r}]`` for a dict key and
-``[{index}]`` for a list or tuple position::
+``[{index}]`` for a list or tuple position, ``.{field}`` for a dataclass field::
 
     >>> leaves({"attn": [1, 2]}, root="out")
     [("out['attn'][0]", 1), ("out['attn'][1]", 2)]
@@ -21,6 +22,7 @@ Imports nothing but the standard library: no NumPy, no framework.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -46,7 +48,8 @@ def map_leaves(tree, fn: Callable[[str, Any], Any], root: str = ""):
     - a dict subclass as a shallow ``copy.copy`` of it, updated with the new values, so its class
       and attributes survive (a torch state_dict's ``_metadata``) and ``tree`` is not changed;
     - a namedtuple as the same namedtuple, built field by field;
-    - any other list or tuple subclass as ``type(tree)(new_items)``.
+    - any other list or tuple subclass as ``type(tree)(new_items)``;
+    - a dataclass instance (not a dict) as a shallow copy with its fields set anew, frozen or not.
 
     An exception raised by ``fn`` propagates as it is; ``fn`` gets the path so that it can name
     the place in its own message.
@@ -63,4 +66,11 @@ def map_leaves(tree, fn: Callable[[str, Any], Any], root: str = ""):
         if type(tree) in (list, tuple):
             return type(tree)(items)
         return type(tree)(*items) if hasattr(tree, "_fields") else type(tree)(items)
+    if dataclasses.is_dataclass(tree) and not isinstance(tree, type):
+        fields = {field.name: map_leaves(getattr(tree, field.name), fn, f"{root}.{field.name}")
+                  for field in dataclasses.fields(tree)}
+        result = copy.copy(tree)
+        for name, value in fields.items():
+            object.__setattr__(result, name, value)  # frozen dataclasses too
+        return result
     return fn(root, tree)

@@ -17,11 +17,13 @@ import inspect
 
 import numpy as np
 
-from xattn.backends.calls import call, cotangent_like, differentiable, float64_vjp, vjp
+from xattn.backends.calls import call, cotangent_like, differentiable_leaves, float64_vjp, vjp
 from xattn.backends.frameworks import FRAMEWORKS
+from xattn.bridge.trees import leaves
 from xattn.contract.spec import numpy_dtype
-from xattn.numerics.budget import floored, reference_budget
+from xattn.numerics.budget import OWN_RUN_ULPS, floored, reference_budget
 from xattn.numerics.naive import naive_repeats
+from xattn.porting.modules import float64_scope, kind_of
 from xattn.porting.references import as_float64, fallback_note, takes_keyword
 from xattn.porting.rows import judge_pair, unattributed
 
@@ -30,7 +32,12 @@ GRAD = "grad/"
 
 
 def input_names(fn, count: int) -> tuple[str, ...]:
-    """Names of ``fn``'s first ``count`` positional parameters, or ``inputs[i]`` where they are unknown."""
+    """Names of ``fn``'s first ``count`` positional parameters, or ``inputs[i]`` where they are unknown.
+
+    A torch module is asked for its ``forward``'s (its ``__call__`` takes ``*args``).
+    """
+    if kind_of(fn) == "torch":
+        fn = fn.forward
     try:
         parameters = [p for p in inspect.signature(fn).parameters.values()
                       if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
@@ -41,8 +48,13 @@ def input_names(fn, count: int) -> tuple[str, ...]:
 
 
 def gradient_rows(fn_a, fn_b, frameworks, names, host, dtype, *, reference=None, grad_reference=None, rtol=None,
-                  atol=None, outputs=None, equal_nan=False, notes=None):
-    """check_port's gradient rows and pairs: one ``grad/<input>`` row per function (or per pair).
+                  atol=None, outputs=None, equal_nan=False, notes=None, rerun=None):
+    """check_port's gradient rows and pairs: one ``grad/<input>[path]`` row per floating input leaf, per function.
+
+    Every floating leaf of every input (a params tree's too) is differentiated and named by its
+    input's name and its path in the tree (``grad/params['w'][0]``; ``grad/x`` for an array input).
+    ``rerun``: ``(side index, float64 callable)`` for ``reference="a"``/``"b"``: that side's float64
+    rerun's VJP is the oracle, and that side's own gradients the naive run behind the budget.
 
     The oracle is ``grad_reference(*inputs, cotangent=C)`` on float64 copies, returning gradients
     aligned with the inputs (a sequence, ``None`` where not differentiable) or a dict by input name;
@@ -61,7 +73,7 @@ def gradient_rows(fn_a, fn_b, frameworks, names, host, dtype, *, reference=None,
         if framework not in FRAMEWORKS:
             raise ValueError(f"grad: expected {name} to be a jax or torch function (NumPy has no autodiff);"
                              f" got framework {framework!r}. Pass frameworks=... if the guess is wrong")
-    wrt = [i for i, value in enumerate(host) if differentiable(value)]
+    wrt = differentiable_leaves(host)
     if not wrt:
         raise ValueError("grad: expected at least one floating-point input to differentiate; got none")
     labels = input_names(fn_a, len(host))
@@ -74,25 +86,51 @@ def gradient_rows(fn_a, fn_b, frameworks, names, host, dtype, *, reference=None,
     oracle = naive = None
     if grad_reference is not None:
         oracle, naive = _reference_gradients(grad_reference, host, outputs, cotangents, labels, wrt, dtype, notes)
+    elif rerun is not None:
+        index, float64_run = rerun
+        oracle = _rerun_gradients(float64_run, frameworks[index], host, cotangents, wrt, names[index])
+        naive = [(grads_a, grads_b)[index]]
     elif reference is not None:
         oracle = float64_vjp(fn_a, frameworks[0], host, cotangents, wrt)  # naive stays None: tolerance
+        if oracle is not None:
+            notes.append(f"budget of the gradients: no grad_reference, so {names[0]} run in float64 is their oracle"
+                         " and torch.testing's tolerance their budget; pass grad_reference=, or reference='a', for"
+                         " the naive budget")
     sides, pairs = [], []
     largest = None if oracle is None else max(float(np.abs(np.asarray(g, np.float64)).max(initial=0.0)) for g in oracle)
-    for k, index in enumerate(wrt):
-        quantity = f"{GRAD}{labels[index]}"
+    for k, (index, path) in enumerate(wrt):
+        quantity = f"{GRAD}{labels[index]}{path}"
         a, b = grads_a[k], grads_b[k]
         if oracle is None:
             sides.append(unattributed(names, quantity, a, b, dtype, rtol, atol, equal_nan=equal_nan))
             continue
         expected = np.asarray(oracle[k], np.float64)
-        budget = reference_budget([] if naive is None else [run[k] for run in naive], expected, dtype, rtol, atol)
+        budget = reference_budget([] if naive is None else [run[k] for run in naive], expected, dtype, rtol, atol,
+                                  OWN_RUN_ULPS if rerun is not None else 1)
         note = fallback_note(quantity, None if naive is None else naive[0][k], dtype, budget)
         if note and grad_reference is not None:
             notes.append(note)
+        elif rerun is not None and budget.method == "tolerance":
+            notes.append(f"budget {quantity}: {names[rerun[0]]}'s own gradient came back in"
+                         f" {np.asarray(naive[0][k]).dtype.name}, not the run dtype {dtype}, so torch.testing's"
+                         " tolerance stands in")
         rows, pair = judge_pair(quantity, names, a, b, expected, dtype, floored(budget, expected, largest))
         sides += rows
         pairs.append(pair)
     return sides, pairs
+
+
+def _rerun_gradients(float64_run, framework, host, cotangents, wrt, name) -> list[np.ndarray]:
+    """The gradients of a side's float64 rerun (:func:`xattn.porting.modules.float64_version`): the oracle."""
+    cotangents = {path: np.asarray(c, np.float64) for path, c in cotangents.items()}
+    with float64_scope(framework):
+        grads = vjp(float64_run, framework, as_float64(host), cotangents, wrt)
+    narrow = sorted({np.asarray(g).dtype.name for g in grads} - {"float64"})
+    if narrow:
+        raise ValueError(f"reference: expected the float64 rerun of {name} to give float64 gradients; got"
+                         f" {', '.join(narrow)}. It computes in a fixed narrower dtype somewhere: pass"
+                         " grad_reference= a NumPy float64 function instead")
+    return grads
 
 
 def _reference_gradients(grad_reference, host, outputs, cotangents, labels, wrt, dtype, notes):
@@ -116,13 +154,26 @@ def _reference_gradients(grad_reference, host, outputs, cotangents, labels, wrt,
 
 
 def _aligned(grads, labels, wrt) -> list[np.ndarray]:
-    """A grad_reference's answer as one array per differentiated input, in ``wrt`` order."""
+    """A grad_reference's answer as one array per differentiated input leaf, in ``wrt`` order.
+
+    Per input (by position, or by name in a dict) a gradient shaped as that input: an array, or a
+    tree like the input's, whose leaf at each path is taken.
+    """
     if isinstance(grads, dict):
-        missing = [labels[i] for i in wrt if labels[i] not in grads]
+        missing = sorted({labels[i] for i, _ in wrt if labels[i] not in grads})
         if missing:
             raise ValueError(f"grad_reference: expected gradients for {', '.join(missing)}; got keys {sorted(grads)}")
-        return [np.asarray(grads[labels[i]]) for i in wrt]
-    grads = list(grads)
-    if len(grads) != len(labels):
-        raise ValueError(f"grad_reference: expected one gradient per input ({len(labels)}); got {len(grads)}")
-    return [np.asarray(grads[i]) for i in wrt]
+        per_input = {i: grads[labels[i]] for i, _ in wrt}
+    else:
+        grads = list(grads)
+        if len(grads) != len(labels):
+            raise ValueError(f"grad_reference: expected one gradient per input ({len(labels)}); got {len(grads)}")
+        per_input = dict(enumerate(grads))
+    found = []
+    for i, path in wrt:
+        by_path = dict(leaves(per_input[i]))
+        if path not in by_path:
+            raise ValueError(f"grad_reference: expected the gradient of {labels[i]} to have a leaf at {path!r}"
+                             f" like the input; got paths {sorted(by_path)}")
+        found.append(np.asarray(by_path[path]))
+    return found

@@ -13,14 +13,15 @@ import inspect
 
 import numpy as np
 
-from xattn.bridge.trees import leaves
+from xattn.bridge.trees import leaves, map_leaves
 from xattn.numerics.naive import naive_repeats
 from xattn.porting.rows import is_floating
 
 
 def as_float64(inputs) -> list:
-    """The inputs with every floating array in float64: what a reference's oracle run takes."""
-    return [np.asarray(v, dtype=np.float64) if is_floating(v) else v for v in inputs]
+    """The inputs with every floating array (leaves of trees too) in float64: what an oracle run takes."""
+    return [map_leaves(v, lambda path, leaf: np.asarray(leaf, dtype=np.float64) if is_floating(leaf) else leaf)
+            for v in inputs]
 
 
 def takes_keyword(fn, name: str) -> bool:

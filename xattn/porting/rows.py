@@ -13,6 +13,7 @@ import dataclasses
 
 import numpy as np
 
+from xattn.bridge.trees import leaves
 from xattn.contract.spec import DTYPES
 from xattn.numerics.budget import Budget, exact_budget, tolerance_budget
 from xattn.numerics.drift import DriftMetrics
@@ -51,20 +52,33 @@ def is_floating(value) -> bool:
     return isinstance(value, np.ndarray) and value.dtype.name in DTYPES
 
 
-def run_dtype_of(inputs) -> tuple[str, str]:
+def run_dtype_of(inputs, parameters=()) -> tuple[str, str]:
     """``(dtype, why)``: the run dtype of these inputs, and what decided it, in words for the report.
 
-    The floating inputs' dtype; where they mix dtypes, the most precise of them (what a framework
-    promotes to); where there are none, :data:`DEFAULT_RUN_DTYPE`.
+    The floating inputs' dtype (leaves of trees included); where they mix dtypes, the most precise
+    of them (what a framework promotes to). Where no input is floating (token ids, masks), the
+    floating dtype of the modules' parameters: ``parameters`` is ``[(who, dtypes)]``, one per side
+    whose parameters xattn can see. Where neither decides, :data:`DEFAULT_RUN_DTYPE`.
     """
-    found = {value.dtype.name for value in inputs if is_floating(value)}
-    if not found:
-        return DEFAULT_RUN_DTYPE, f"{DEFAULT_RUN_DTYPE}: no floating input decides it"
+    found = {leaf.dtype.name for value in inputs for _, leaf in leaves(value) if is_floating(leaf)}
+    if found:
+        return _most_precise(found, "the inputs' dtype", "the inputs' dtypes")
+    seen = [(who, dtypes) for who, dtypes in parameters if dtypes]
+    if seen:
+        found = {dtype for _, dtypes in seen for dtype in dtypes}
+        whose = " and ".join(f"{who}'s" for who, _ in seen)
+        dtype, why = _most_precise(found, f"the dtype of {whose} floating parameters",
+                                   f"the dtypes of {whose} floating parameters")
+        return dtype, f"{why}; no input is floating"
+    return DEFAULT_RUN_DTYPE, f"{DEFAULT_RUN_DTYPE}: no floating input or module parameter decides it"
+
+
+def _most_precise(found: set, one: str, several: str) -> tuple[str, str]:
     dtype = next(name for name in _PRECISION_ORDER if name in found)
     if len(found) == 1:
-        return dtype, f"{dtype}, the inputs' dtype"
+        return dtype, f"{dtype}, {one}"
     mixed = ", ".join(name for name in _PRECISION_ORDER if name in found)
-    return dtype, f"{dtype}, the most precise of the inputs' dtypes ({mixed})"
+    return dtype, f"{dtype}, the most precise of {several} ({mixed})"
 
 
 def dtype_findings(a, b, dtype: str) -> tuple[str | None, str | None]:
