@@ -4,6 +4,9 @@ torch (``layers.0``), flax.linen (``layers_0``, set up as a list), equinox (``la
 to one example and vmapped over the batch inside the model), and flax.nnx under *other* names
 (``dense_in``, ``dense_out``), so that only execution order and shapes can pair it. Each builder
 imports its framework when called; weights come from the torch model, ported by hand.
+
+And a model whose output is far smaller than the terms it comes from (``head_a(h) - head_b(h)``,
+two heads alike to 1e-3), in torch and nnx: the case locate's jiggled reruns are for.
 """
 
 from __future__ import annotations
@@ -98,3 +101,55 @@ def nnx_mlp_renamed(torch_model, *, scale_hidden: float = 1.0):
 def inputs(seed: int = 0, batch: int = 64) -> np.ndarray:
     """``x_BE``: float32 inputs."""
     return np.random.default_rng([seed, 11]).standard_normal((batch, WIDTHS[0])).astype(np.float32)
+
+
+def torch_cancelling(seed: int = 0):
+    """``head_a(h) - head_b(h)``, two heads alike to 1e-3: an output far smaller than the terms it comes from.
+
+    Its rounding error is set by the terms (hundreds of its own ulps) and it has few elements, so
+    one naive run is a poor draw of that error: the case the jiggled reruns are for.
+    """
+    import torch
+    from torch import nn
+
+    class Cancelling(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.hidden = nn.Linear(WIDTHS[0], 64)
+            self.head_a, self.head_b = nn.Linear(64, 2), nn.Linear(64, 2)
+
+        def forward(self, x):
+            h = nn.functional.gelu(self.hidden(x))
+            return self.head_a(h) - self.head_b(h)
+
+    torch.manual_seed(seed)
+    model = Cancelling().eval()
+    with torch.no_grad():
+        model.hidden.weight.mul_(4)
+        model.head_b.weight.copy_(model.head_a.weight * (1 + 1e-3 * torch.randn_like(model.head_a.weight)))
+        model.head_b.bias.copy_(model.head_a.bias)
+    return model
+
+
+def nnx_cancelling(torch_model):
+    """The nnx port of :func:`torch_cancelling`, same names."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    class Cancelling(nnx.Module):
+        def __init__(self):
+            rngs = nnx.Rngs(0)
+            self.hidden = nnx.Linear(WIDTHS[0], 64, rngs=rngs)
+            self.head_a, self.head_b = nnx.Linear(64, 2, rngs=rngs), nnx.Linear(64, 2, rngs=rngs)
+
+        def __call__(self, x):
+            h = jax.nn.gelu(self.hidden(x), approximate=False)
+            return self.head_a(h) - self.head_b(h)
+
+    model = Cancelling()
+    for name in ("hidden", "head_a", "head_b"):
+        source, target = getattr(torch_model, name), getattr(model, name)
+        target.kernel[...] = jnp.asarray(source.weight.detach().numpy().T)
+        target.bias[...] = jnp.asarray(source.bias.detach().numpy())
+    return model

@@ -7,10 +7,13 @@ and each pair is judged as check_port judges an output, by :func:`xattn.porting.
 - the *reference* side (``reference="a"`` or ``"b"``), rerun in float64
   (:func:`xattn.porting.modules.float64_version`), gives every intermediate's oracle;
 - its own run in the run dtype is the naive run behind each intermediate's budget
-  (:func:`xattn.numerics.budget.reference_budget`), repeated with every submodule's output
-  re-rounded at random (:func:`xattn.porting.capture.jiggled`) where an intermediate is small,
-  as :mod:`xattn.numerics.naive` repeats a NumPy reference: one run is one draw of rounding
-  error, and a six-element classifier output needs more draws than that to bound it.
+  (:func:`xattn.numerics.budget.reference_budget`), with check_port's floor for a side's own run
+  (:data:`~xattn.numerics.budget.OWN_RUN_ULPS` rounding steps: another library's functions may be
+  a few ulps off where the reference's are correctly rounded), repeated with every submodule's
+  output re-rounded at random (:func:`xattn.porting.capture.jiggled`) where an intermediate is
+  small, as :mod:`xattn.numerics.naive` repeats a NumPy reference: one run is one draw of
+  rounding error, and a six-element classifier output needs more draws than that to bound it.
+  So each budget is at least the one check_port gives the same output with the same reference.
 
 So each intermediate is held to what rounding in the run dtype does to it, errors inherited from
 the submodules before it included, on the reference side: a correct port stays within budget
@@ -27,7 +30,7 @@ import numpy as np
 
 from xattn.backends.calls import arguments, is_array
 from xattn.backends.frameworks import side
-from xattn.numerics.budget import reference_budget
+from xattn.numerics.budget import OWN_RUN_ULPS, reference_budget
 from xattn.numerics.judge import OK
 from xattn.numerics.naive import naive_run_count
 from xattn.porting.capture import capture
@@ -175,7 +178,7 @@ def _judged(calls, leaves, how, index, oracle, naive, names, dtype, rtol, atol) 
     runs_here = [outputs[leaf] for outputs in (dict(run[order].outputs) for run in naive) if leaf in outputs]
     # judged in the dtype the reference computes this intermediate in (an integer one: exactly)
     leaf_dtype = runs_here[0].dtype.name if is_floating(runs_here[0]) else dtype
-    budget = reference_budget(runs_here, expected, leaf_dtype, rtol, atol)
+    budget = reference_budget(runs_here, expected, leaf_dtype, rtol, atol, OWN_RUN_ULPS)
     rows, pair = judge_pair(shown[index], names, values[0], values[1], expected, leaf_dtype, budget)
     return Located(shown, how, values[0].shape, tuple(rows), pair, calls[1 - index].order)
 
