@@ -49,6 +49,8 @@ _EXPORTS = {
     "Budget": "xattn.numerics.drift",
     "check_port": "xattn.porting.check",
     "DriftReport": "xattn.porting.check",
+    "locate": "xattn.porting.locate",
+    "LocateReport": "xattn.porting.locate",
     "environment": "xattn.backends.env",
     "port_weights": "xattn.layers.weights",
     "PortedWeights": "xattn.layers.weights",
