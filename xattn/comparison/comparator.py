@@ -69,7 +69,7 @@ def run(plan: Plan, spec: AttentionSpec, settings: RunSettings, progress=None) -
     problem = dict(kv=inputs.kv, causal=spec.causal, key_lengths=inputs.key_lengths, scale=spec.scale)
     oracle = reference(inputs.x, *inputs.weights(), **problem)
     naive = naive_runs(lambda seed: reference(inputs.x, *inputs.weights(), **problem, dtype=spec.dtype,
-                                              rounding_seed=seed), oracle.size, spec.dtype)
+                                              rounding_seed=seed), oracle.size, spec.dtype, at_once=True)
     budget = naive_budget(naive, oracle, spec.dtype)
     record = _record(plan, spec, settings)
     with _run_settings(plan.backends, settings.matmul_precision, spec.dtype == "float64", record.threads):

@@ -58,10 +58,10 @@ def _budgets(spec, inputs, cross, labels, C):
     oracle = reference_vjp(inputs.x, *inputs.weights(), cotangent=C.astype(np.float64), **common)
     naive = naive_runs(lambda seed: reference_vjp(inputs.x, *inputs.weights(), cotangent=C, dtype=spec.dtype,
                                                   rounding_seed=seed, **common),
-                       min(g.size for g in oracle.values()), spec.dtype)
+                       min(g.size for g in oracle.values()), spec.dtype, at_once=True)
     largest = max(float(np.abs(g).max(initial=0.0)) for g in oracle.values())
-    budgets = {name: floored(naive_budget([run[name] for run in naive], oracle[name], spec.dtype), oracle[name],
-                             largest) for name in labels}
+    budgets = {name: floored(naive_budget([run[name] for run in naive if name in run], oracle[name], spec.dtype),
+                             oracle[name], largest) for name in labels}
     return budgets, oracle
 
 

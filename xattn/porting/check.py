@@ -158,7 +158,7 @@ def _attributed(names, out_a, out_b, reference, host, dtype, rtol, atol, notes):
         if path not in oracle:
             raise ValueError(f"check_port: the reference returned no {path}; it returned {sorted(oracle)}")
         expected = np.asarray(oracle[path], dtype=np.float64)
-        leaf_runs = [run[path] for run in runs if path in run]
+        leaf_runs = [run[path] for run in runs if run.get(path) is not None]
         budget = reference_budget(leaf_runs, expected, dtype, rtol, atol)
         note = fallback_note(path, leaf_runs[0] if leaf_runs else None, dtype, budget)
         if note:

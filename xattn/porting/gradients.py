@@ -85,7 +85,8 @@ def gradient_rows(fn_a, fn_b, frameworks, names, host, dtype, *, reference=None,
             sides.append(unattributed(names, quantity, a, b, dtype, rtol, atol, equal_nan=equal_nan))
             continue
         expected = np.asarray(oracle[k], np.float64)
-        budget = reference_budget([] if naive is None else [run[k] for run in naive], expected, dtype, rtol, atol)
+        runs = [] if naive is None else [run[k] for run in naive if run[k] is not None]
+        budget = reference_budget(runs, expected, dtype, rtol, atol)
         note = fallback_note(quantity, None if naive is None else naive[0][k], dtype, budget)
         if note and grad_reference is not None:
             notes.append(note)
@@ -112,17 +113,28 @@ def _reference_gradients(grad_reference, host, outputs, cotangents, labels, wrt,
                      f" ({type(error).__name__}), so torch.testing's tolerance stands in")
         return oracle, None
     repeats = naive_repeats(grad_reference, first, lambda seed: grad_reference(*host, **keywords, rounding_seed=seed))
-    return oracle, [first, *(_aligned(run, labels, wrt) for run in repeats)]
+    return oracle, [first, *(_aligned(run, labels, wrt, repeat=True) for run in repeats)]
 
 
-def _aligned(grads, labels, wrt) -> list[np.ndarray]:
-    """A grad_reference's answer as one array per differentiated input, in ``wrt`` order."""
+def _aligned(grads, labels, wrt, repeat=False) -> list[np.ndarray | None]:
+    """A grad_reference's answer as one array per differentiated input, in ``wrt`` order.
+
+    A ``repeat`` (of a reference that computes its repeats at once) may lack the gradients too
+    large to need one: None stands in for them.
+    """
     if isinstance(grads, dict):
+        if repeat:
+            return [_array(grads.get(labels[i])) for i in wrt]
         missing = [labels[i] for i in wrt if labels[i] not in grads]
         if missing:
             raise ValueError(f"grad_reference: expected gradients for {', '.join(missing)}; got keys {sorted(grads)}")
-        return [np.asarray(grads[labels[i]]) for i in wrt]
+        return [_array(grads[labels[i]]) for i in wrt]
     grads = list(grads)
     if len(grads) != len(labels):
         raise ValueError(f"grad_reference: expected one gradient per input ({len(labels)}); got {len(grads)}")
-    return [np.asarray(grads[i]) for i in wrt]
+    return [_array(grads[i]) for i in wrt]
+
+
+def _array(gradient):
+    """A gradient as an array; None (a repeat computed only for the gradients that need it) stays None."""
+    return None if gradient is None else np.asarray(gradient)
