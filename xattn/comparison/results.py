@@ -90,10 +90,15 @@ class RunRecord(Mapping):
     #: Whether xattn turned jax_enable_x64 on for this float64 run (and restored it after).
     jax_enable_x64_set_by_xattn: bool
     grad: bool
+    #: How busy the machine was while timing (:meth:`xattn.timing.MachineLoad.as_dict`); None untimed.
+    machine: Mapping[str, Any] | None = None
+    #: Why xattn chose the thread count itself (a busy machine), or None.
+    threads_note: str | None = None
 
     def to_dict(self) -> dict:
         data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
-        data.update(backends=list(self.backends), variants=list(self.variants), threads=dict(self.threads))
+        data.update(backends=list(self.backends), variants=list(self.variants), threads=dict(self.threads),
+                    machine=None if self.machine is None else dict(self.machine))
         return data
 
     def __getitem__(self, key):

@@ -17,9 +17,8 @@ from __future__ import annotations
 import itertools
 from typing import Callable, Iterable, Mapping
 
-from xattn.backends.frameworks import request_xla_threads
 from xattn.comparison.results import SweepReport
-from xattn.comparison.settings import Plan, RunSettings, make_plan
+from xattn.comparison.settings import Plan, RunSettings, make_plan, settle_threads
 from xattn.contract.spec import AttentionSpec
 from xattn.render.sweep_report import point_label
 
@@ -118,8 +117,7 @@ def sweep(
     settings = RunSettings.of(settings, options, "sweep")
     spec = AttentionSpec() if spec is None else spec
     fields, points = sweep_points(spec, sweep, hold)
-    if settings.threads is not None:
-        request_xla_threads(settings.threads)  # before anything imports JAX
+    settings = settle_threads(settings)  # before anything imports JAX
     return run(make_plan(backends, variants, settings.device), spec, fields, points, settings, progress)
 
 
