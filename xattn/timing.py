@@ -165,7 +165,7 @@ def _calibrate(candidate: Candidate, warmup: float, block_s: float) -> int:
     """Warm up for ``warmup`` seconds (at least one call); return calls per block."""
     spent, per_call = 0.0, math.inf
     while True:
-        _, seconds = timed(candidate.call, candidate.sync)
+        seconds = _block(candidate, 1)
         spent += seconds
         per_call = min(per_call, seconds)
         if spent >= warmup:
