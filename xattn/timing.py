@@ -214,9 +214,10 @@ def _finish(state: _State, max_time: float) -> Measurement:
     return Measurement(times_s=tuple(state.times), number=state.number, warnings=tuple(warnings))
 
 
-def measure(call: Callable[[], Any], sync: Callable[[list], None] = lambda outputs: None, **options) -> Measurement:
-    """Time one callable (see :func:`measure_interleaved` for the options)."""
-    return measure_interleaved({"only": Candidate(call, sync)}, **options)["only"]
+def measure(call: Callable[[], Any], sync: Callable[[list], None] = lambda outputs: None, *,
+            keep_outputs: bool = True, **options) -> Measurement:
+    """Time one callable (see :class:`Candidate` for ``keep_outputs``, :func:`measure_interleaved` for the options)."""
+    return measure_interleaved({"only": Candidate(call, sync, keep_outputs)}, **options)["only"]
 
 
 # ------------------------------------------------------------------ can this machine time at all?

@@ -60,15 +60,17 @@ def run(plan: Plan, spec: AttentionSpec, settings: RunSettings, progress=None) -
     """One comparison of a resolved ``plan`` on ``spec`` (what :func:`compare` and each sweep point run)."""
     from xattn.backends.env import environment
     from xattn.comparison.gradients import compare_gradients
+    from xattn.numerics.blas import check_threads
     from xattn.numerics.oracle import reference
     from xattn.timing import cpu_sample, machine_load, measure_interleaved
 
     say = progress or (lambda line: None)
     inputs = make_inputs(spec)
     problem = dict(kv=inputs.kv, causal=spec.causal, key_lengths=inputs.key_lengths, scale=spec.scale)
-    oracle = reference(inputs.x, *inputs.weights(), **problem)
-    naive = naive_runs(lambda seed: reference(inputs.x, *inputs.weights(), **problem, dtype=spec.dtype,
-                                              rounding_seed=seed), oracle.size, spec.dtype, at_once=True)
+    with check_threads():
+        oracle = reference(inputs.x, *inputs.weights(), **problem)
+        naive = naive_runs(lambda seed: reference(inputs.x, *inputs.weights(), **problem, dtype=spec.dtype,
+                                                  rounding_seed=seed), oracle.size, spec.dtype, at_once=True)
     budget = naive_budget(naive, oracle, spec.dtype)
     record = _record(plan, spec, settings)
     with _run_settings(plan.backends, settings.matmul_precision, spec.dtype == "float64", record.threads):

@@ -14,6 +14,7 @@ import numpy as np
 from xattn.backends import calls, frameworks, registry
 from xattn.comparison import rows as judged_rows
 from xattn.contract.spec import numpy_dtype
+from xattn.numerics.blas import check_threads
 from xattn.numerics.budget import floored, naive_budget
 from xattn.numerics.layer_oracle import reference_vjp
 from xattn.numerics.naive import naive_runs
@@ -33,7 +34,8 @@ def compare_gradients(plan, spec, inputs, device, progress=None):
     host = [inputs.x, *([inputs.kv] if cross else []), *inputs.weights()]
     labels = ["x", *(["kv"] if cross else []), "wq", "wk", "wv", "wo"]
     C = calls.cotangent_like(np.zeros(inputs.x.shape, numpy_dtype(spec.dtype)))
-    budgets, oracle = _budgets(spec, inputs, cross, labels, C)
+    with check_threads():
+        budgets, oracle = _budgets(spec, inputs, cross, labels, C)
     rows, values = [], {}
     for backend, variant in plan:
         say(f"differentiating {backend}/{variant}")

@@ -20,7 +20,13 @@ import numpy as np
 
 from xattn.layers.vocabulary import BIASES, WEIGHTS, XATTN_KINDS, from_contract, own_causal, to_contract
 from xattn.layers.weights import adapter
-from xattn.numerics.layer_oracle import forward_output, layer_backward, layer_forward, repeated_gradients
+from xattn.numerics.layer_oracle import (
+    forward_output,
+    layer_backward,
+    layer_forward,
+    repeated_gradients,
+    seed_chunks,
+)
 from xattn.numerics.stages import repeats_at_once
 
 
@@ -101,6 +107,10 @@ class LayerFunction:
         ``rounding_seed``: the naive computation with random rounding (:mod:`xattn.numerics.naive`;
         a tuple of seeds: the list of those runs).
         """
+        if isinstance(rounding_seed, tuple):
+            x, keywords = self._keywords(args)
+            return [out for chunk in seed_chunks(rounding_seed, x, keywords["kv"], keywords["wq"])
+                    for out in forward_output(self._forward(args, chunk))]
         return forward_output(self._forward(args, rounding_seed))
 
     @repeats_at_once
@@ -115,10 +125,13 @@ class LayerFunction:
             weights = [keywords[name] for name in ("wq", "wk", "wv", "wo")]
             biases = [keywords.get(name) for name in BIASES]
             wanted = repeated_gradients(x, keywords["kv"], weights, biases)
-            state = self._forward(args, rounding_seed, output="wo" in wanted)
-            grads = layer_backward(state, cotangent, cross=self.cross, wanted=wanted)
-            return [tuple(grads[name][index] if name in grads else None for name in self.names)
-                    for index in range(len(rounding_seed))]
+            runs = []
+            for chunk in seed_chunks(rounding_seed, x, keywords["kv"], keywords["wq"]):
+                grads = layer_backward(self._forward(args, chunk, output="wo" in wanted), cotangent, cross=self.cross,
+                                       wanted=wanted)
+                runs += [tuple(grads[name][index] if name in grads else None for name in self.names)
+                         for index in range(len(chunk))]
+            return runs
         grads = layer_backward(self._forward(args, rounding_seed), cotangent, cross=self.cross)
         return tuple(grads[name] for name in self.names)
 

@@ -155,8 +155,27 @@ def layer_reference(x, wq, wk, wv, wo, bq=None, bk=None, bv=None, bo=None, *, kv
     (``rounding_seed``: randomly, :func:`xattn.numerics.stages.stage_rounding`; a tuple of seeds:
     the list of those runs, computed at once on BLAS, for the budget's repeats).
     """
-    return forward_output(layer_forward(x, wq, wk, wv, wo, bq, bk, bv, bo, kv=kv, causal=causal,
-                                        key_lengths=key_lengths, scale=scale, dtype=dtype, rounding_seed=rounding_seed))
+    def run(seed):
+        return forward_output(layer_forward(x, wq, wk, wv, wo, bq, bk, bv, bo, kv=kv, causal=causal,
+                                            key_lengths=key_lengths, scale=scale, dtype=dtype, rounding_seed=seed))
+
+    if isinstance(rounding_seed, tuple):
+        return [out for chunk in seed_chunks(rounding_seed, x, kv, wq) for out in run(chunk)]
+    return run(rounding_seed)
+
+
+#: Elements of the largest intermediate (the logits) one chunk of repeats may hold: beyond a few
+#: MiB the passes over the runs' axis leave the caches, and one seed at a time is faster.
+REPEATS_ELEMENTS = 1 << 20
+
+
+def seed_chunks(seeds: tuple[int, ...], x, kv, wq) -> list[tuple[int, ...]]:
+    """``seeds`` cut into chunks whose logits (B·H·T·S per seed) hold at most :data:`REPEATS_ELEMENTS`."""
+    B, T = np.shape(x)[:2]
+    S = T if kv is None else np.shape(kv)[1]
+    per_seed = B * np.shape(wq)[0] * T * S
+    size = max(1, REPEATS_ELEMENTS // max(per_seed, 1))
+    return [seeds[i:i + size] for i in range(0, len(seeds), size)]
 
 
 def _sum_BT(d, base_ndim: int):
@@ -234,8 +253,8 @@ def reference_vjp(x, wq, wk, wv, wo, bq=None, bk=None, bv=None, bo=None, *, cota
     Returns ``{"x", "kv" (only when kv is given), "wq", "wk", "wv", "wo", and "bq".."bo" for the
     biases given}``. ``dtype`` gives the naive same-dtype backward (every stage rounded), the
     budget's yardstick (``rounding_seed``: with random rounding, :func:`xattn.numerics.stages.stage_rounding`).
-    A tuple of seeds gives the budget's repeats, a list of one dict per seed, computed at once on
-    BLAS and holding only the gradients small enough to need them
+    A tuple of seeds gives the budget's repeats, a list of one dict per seed, computed together on
+    BLAS (in chunks, :func:`seed_chunks`) and holding only the gradients small enough to need them
     (:func:`~xattn.numerics.stages.naive_run_count`). ``wanted``: the names to compute (default all).
     Shapes as in :func:`xattn.reference`; cotangent (B,T,E).
     """
@@ -243,13 +262,16 @@ def reference_vjp(x, wq, wk, wv, wo, bq=None, bk=None, bv=None, bo=None, *, cota
     biases = (bq, bk, bv, bo)
     if isinstance(rounding_seed, tuple) and wanted is None:
         wanted = repeated_gradients(x, kv, (wq, wk, wv, wo), biases)
-    needs_output = wanted is None or "wo" in wanted
-    state = layer_forward(x, wq, wk, wv, wo, *biases, kv=kv, causal=causal, key_lengths=key_lengths, scale=scale,
-                          dtype=dtype, rounding_seed=rounding_seed, output=needs_output)
-    grads = layer_backward(state, cotangent, cross=cross, wanted=wanted)
-    if not state["lead"]:
-        return grads
-    return [{name: grad[index] for name, grad in grads.items()} for index in range(len(rounding_seed))]
+
+    def run(seed):
+        state = layer_forward(x, wq, wk, wv, wo, *biases, kv=kv, causal=causal, key_lengths=key_lengths, scale=scale,
+                              dtype=dtype, rounding_seed=seed, output=wanted is None or "wo" in wanted)
+        return layer_backward(state, cotangent, cross=cross, wanted=wanted)
+
+    if not isinstance(rounding_seed, tuple):
+        return run(rounding_seed)
+    return [{name: grad[index] for name, grad in grads.items()}
+            for chunk in seed_chunks(rounding_seed, x, kv, wq) for grads in [run(chunk)] for index in range(len(chunk))]
 
 
 def repeated_gradients(x, kv, weights, biases) -> tuple[str, ...]:

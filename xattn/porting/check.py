@@ -96,6 +96,14 @@ def check_port(
     against torch.autograd, as ``grad/<input>`` rows with the same budget and attribution
     (``grad_reference``: their float64 oracle; see :mod:`xattn.porting.gradients`).
     """
+    from xattn.numerics.blas import check_threads
+
+    with check_threads():  # NumPy's BLAS with one thread on a busy machine: the oracles' GEMMs stall otherwise
+        return _check_port(fn_a, fn_b, inputs, reference, names, frameworks, rtol, atol, grad, grad_reference,
+                           equal_nan)
+
+
+def _check_port(fn_a, fn_b, inputs, reference, names, frameworks, rtol, atol, grad, grad_reference, equal_nan):
     from xattn.bridge import to_numpy
 
     if frameworks is None:
