@@ -82,7 +82,7 @@ class LayerFunction:
         x, kv, weights = self._split(args)
         return x, dict(weights, kv=kv, causal=self.causal, key_lengths=self.key_lengths, scale=self.config.scale)
 
-    def _forward(self, args, rounding_seed, output=True) -> dict:
+    def _forward(self, args, rounding_seed, output=True, exact=None) -> dict:
         """The staged forward of these arguments, kept when deterministic so that the gradients go on from it.
 
         check_port asks for the output and then for the gradients of the same arguments (float64
@@ -91,7 +91,7 @@ class LayerFunction:
         x, keywords = self._keywords(args)
         dtype = None if np.asarray(x).dtype == np.float64 else x.dtype
         if rounding_seed is not None:  # a random run's stages draw as they go: nothing to keep
-            return layer_forward(x, **keywords, dtype=dtype, rounding_seed=rounding_seed, output=output)
+            return layer_forward(x, **keywords, dtype=dtype, rounding_seed=rounding_seed, output=output, exact=exact)
         key = str(np.asarray(x).dtype)
         kept = self._forwards.get(key)
         if kept is not None and _same_arrays(kept[0], args):
@@ -109,8 +109,9 @@ class LayerFunction:
         """
         if isinstance(rounding_seed, tuple):
             x, keywords = self._keywords(args)
+            exact = {}  # the chunks' shared products
             return [out for chunk in seed_chunks(rounding_seed, x, keywords["kv"], keywords["wq"])
-                    for out in forward_output(self._forward(args, chunk))]
+                    for out in forward_output(self._forward(args, chunk, exact=exact))]
         return forward_output(self._forward(args, rounding_seed))
 
     @repeats_at_once
@@ -125,10 +126,10 @@ class LayerFunction:
             weights = [keywords[name] for name in ("wq", "wk", "wv", "wo")]
             biases = [keywords.get(name) for name in BIASES]
             wanted = repeated_gradients(x, keywords["kv"], weights, biases)
-            runs = []
+            runs, exact = [], {}  # exact: the chunks' shared products
             for chunk in seed_chunks(rounding_seed, x, keywords["kv"], keywords["wq"]):
-                grads = layer_backward(self._forward(args, chunk, output="wo" in wanted), cotangent, cross=self.cross,
-                                       wanted=wanted)
+                state = self._forward(args, chunk, output="wo" in wanted, exact=exact)
+                grads = layer_backward(state, cotangent, cross=self.cross, wanted=wanted)
                 runs += [tuple(grads[name][index] if name in grads else None for name in self.names)
                          for index in range(len(chunk))]
             return runs

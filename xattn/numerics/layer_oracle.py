@@ -88,13 +88,15 @@ def attention_probs(Q_BTGRD, K_BSGD, scale: float, mask_BTS, stage, einsum=contr
 
 
 def layer_forward(x, wq, wk, wv, wo, bq=None, bk=None, bv=None, bo=None, *, kv=None, causal=False,
-                  key_lengths=None, scale=None, dtype=None, rounding_seed=None, output=True) -> dict:
+                  key_lengths=None, scale=None, dtype=None, rounding_seed=None, output=True, exact=None) -> dict:
     """Every intermediate of :func:`layer_reference`'s forward, for :func:`layer_backward` to go on from.
 
     Arguments as :func:`layer_reference`'s. With a tuple of seeds every intermediate carries a
     leading axis, one slice per seed (:func:`~xattn.numerics.stages.repeats_rounding`).
     ``output=False`` stops at the attention probabilities and values (what the input and bias
-    gradients need), leaving out P·V and the output projection.
+    gradients need), leaving out P·V and the output projection. ``exact``: a dict that keeps the
+    contractions of the inputs themselves (X·WQ, ..., and the backward's C·WOᵀ), which are the same
+    for every chunk of repeats of the same arguments, before any stage rounds them.
     """
     kv = x if kv is None else kv
     run = run_dtype(dtype)
@@ -108,20 +110,28 @@ def layer_forward(x, wq, wk, wv, wo, bq=None, bk=None, bv=None, bo=None, *, kv=N
     WQ, WK, WV, WO = (host_array(w, acc) for w in (wq, wk, wv, wo))
     biases = {name: None if b is None else host_array(b, acc) for name, b in zip(BIAS_NAMES, (bq, bk, bv, bo))}
 
-    def project(source, weight, bias, equation):
-        projected = stage(einsum(equation, source, weight))
+    def product(key, equation, *operands):
+        if exact is None:
+            return einsum(equation, *operands)
+        if key not in exact:
+            exact[key] = einsum(equation, *operands)
+        return exact[key]
+
+    def project(key, source, weight, bias, equation):
+        projected = stage(product(key, equation, source, weight))
         return projected if bias is None else stage(projected + bias)
 
-    Q_BTHD = project(X_BTE, WQ, biases["bq"], "BTE,HED->BTHD")
-    K_BSGD = project(Y_BSE, WK, biases["bk"], "BSE,GED->BSGD")
-    V_BSGD = project(Y_BSE, WV, biases["bv"], "BSE,GED->BSGD")
+    Q_BTHD = project("XWQ", X_BTE, WQ, biases["bq"], "BTE,HED->BTHD")
+    K_BSGD = project("YWK", Y_BSE, WK, biases["bk"], "BSE,GED->BSGD")
+    V_BSGD = project("YWV", Y_BSE, WV, biases["bv"], "BSE,GED->BSGD")
     Q_BTGRD = Q_BTHD.reshape(Q_BTHD.shape[:-2] + (G, H // G, D))
     mask_BTS = key_mask_BTS(B, T, S, causal, key_lengths)
     P_BGRTS = attention_probs(Q_BTGRD, K_BSGD, default_scale(D, scale), mask_BTS, stage, einsum)
     state = {
         "run": run, "acc": acc, "stage": stage, "einsum": einsum, "lead": lead, "scale": default_scale(D, scale),
         "dims": (B, T, S, E, H, G, D), "X_BTE": X_BTE, "Y_BSE": Y_BSE, "WQ": WQ, "WK": WK, "WV": WV, "WO": WO,
-        "biases": biases, "Q_BTGRD": Q_BTGRD, "K_BSGD": K_BSGD, "V_BSGD": V_BSGD, "P_BGRTS": P_BGRTS,
+        "biases": biases, "product": product,
+        "Q_BTGRD": Q_BTGRD, "K_BSGD": K_BSGD, "V_BSGD": V_BSGD, "P_BGRTS": P_BGRTS,
     }
     if output:
         O_BTGRD = stage(einsum("BGRTS,BSGD->BTGRD", P_BGRTS, V_BSGD))
@@ -155,8 +165,10 @@ def layer_reference(x, wq, wk, wv, wo, bq=None, bk=None, bv=None, bo=None, *, kv
     (``rounding_seed``: randomly, :func:`xattn.numerics.stages.stage_rounding`; a tuple of seeds:
     the list of those runs, computed at once on BLAS, for the budget's repeats).
     """
+    exact = {} if isinstance(rounding_seed, tuple) else None  # the chunks' shared products
+
     def run(seed):
-        return forward_output(layer_forward(x, wq, wk, wv, wo, bq, bk, bv, bo, kv=kv, causal=causal,
+        return forward_output(layer_forward(x, wq, wk, wv, wo, bq, bk, bv, bo, kv=kv, causal=causal, exact=exact,
                                             key_lengths=key_lengths, scale=scale, dtype=dtype, rounding_seed=seed))
 
     if isinstance(rounding_seed, tuple):
@@ -210,7 +222,7 @@ def layer_backward(state: dict, cotangent, *, cross: bool, wanted=None) -> dict[
         grads["wo"] = grads["wo"].reshape(grads["wo"].shape[:-4] + (H, D, E))
     dQ_BTHD = dK_BSGD = dV_BSGD = None
     if needs_dQ or needs_dK or needs_dV:  # stages in the order a seeded run always drew them
-        dO_BTHD = stage(einsum("BTE,HDE->BTHD", dout_BTE, state["WO"]))
+        dO_BTHD = stage(state["product"]("CWO", "BTE,HDE->BTHD", dout_BTE, state["WO"]))
         dO_BTGRD = dO_BTHD.reshape(dO_BTHD.shape[:-2] + (G, H // G, D))
     if needs_dQ or needs_dK:
         dP_BGRTS = stage(einsum("BTGRD,BSGD->BGRTS", dO_BTGRD, V_BSGD))
@@ -263,9 +275,11 @@ def reference_vjp(x, wq, wk, wv, wo, bq=None, bk=None, bv=None, bo=None, *, cota
     if isinstance(rounding_seed, tuple) and wanted is None:
         wanted = repeated_gradients(x, kv, (wq, wk, wv, wo), biases)
 
+    exact = {} if isinstance(rounding_seed, tuple) else None  # the chunks' shared products
+
     def run(seed):
         state = layer_forward(x, wq, wk, wv, wo, *biases, kv=kv, causal=causal, key_lengths=key_lengths, scale=scale,
-                              dtype=dtype, rounding_seed=seed, output=wanted is None or "wo" in wanted)
+                              dtype=dtype, rounding_seed=seed, output=wanted is None or "wo" in wanted, exact=exact)
         return layer_backward(state, cotangent, cross=cross, wanted=wanted)
 
     if not isinstance(rounding_seed, tuple):
