@@ -1,7 +1,7 @@
 """Cross-check xattn's timer against torch.utils.benchmark.Timer on one function, run after run.
 
 Both time the same torch attention call (a backend variant of xattn on one AttentionSpec), in
-alternating rounds so that the machine's load hits both alike; each run prints each timer's median
+alternating rounds (ABBA) so that the machine's load hits both alike; each run prints each timer's median
 of its rounds' medians and their ratio (xattn / torch.utils.benchmark). xattn times as its
 comparator does (a torch sync needs no outputs: each is dropped as the next call starts; no
 garbage collection inside a block). A ratio near 1 says xattn's clock, blocks and sync add
@@ -27,14 +27,19 @@ def one_run(call, rounds: int, max_time: float, threads: int):
 
     from xattn.timing import cpu_sample, machine_load, measure
 
-    ours, theirs = [], []
-    before = cpu_sample()
-    for _ in range(rounds):
-        measurement = measure(call, lambda outputs: None, keep_outputs=False, min_time=max_time / 4,
-                              max_time=max_time)
-        ours.append(measurement.median_s)
+    def xattn_timer():
+        ours.append(measure(call, lambda outputs: None, keep_outputs=False, min_time=max_time / 4,
+                            max_time=max_time).median_s)
+
+    def benchmark_timer():
         timer = benchmark.Timer(stmt="call()", globals={"call": call}, num_threads=threads)
         theirs.append(timer.adaptive_autorange(threshold=0.1, max_run_time=max_time).median)
+
+    ours, theirs = [], []
+    before = cpu_sample()
+    for index in range(rounds):  # ABBA: neither timer always goes first
+        for timer in (xattn_timer, benchmark_timer) if index % 2 == 0 else (benchmark_timer, xattn_timer):
+            timer()
     return ours, theirs, machine_load(since=before)
 
 
