@@ -284,8 +284,11 @@ def reference_vjp(x, wq, wk, wv, wo, bq=None, bk=None, bv=None, bo=None, *, cota
 
     if not isinstance(rounding_seed, tuple):
         return run(rounding_seed)
-    return [{name: grad[index] for name, grad in grads.items()}
-            for chunk in seed_chunks(rounding_seed, x, kv, wq) for grads in [run(chunk)] for index in range(len(chunk))]
+    runs = []
+    for chunk in seed_chunks(rounding_seed, x, kv, wq):
+        grads = run(chunk)
+        runs += [{name: grad[index] for name, grad in grads.items()} for index in range(len(chunk))]
+    return runs
 
 
 def repeated_gradients(x, kv, weights, biases) -> tuple[str, ...]:
