@@ -287,7 +287,7 @@ class MachineLoad:
             return ()
         return (f"machine busy: {self.describe()}; times are unreliable and ratios between frameworks may"
                 " reflect the contention (an intra-op thread pool spins while a peer thread is descheduled),"
-                " not the code: time on a quiet machine, or with threads=1",)
+                " not the code: time on a quiet machine (one thread per framework suffers least)",)
 
     def as_dict(self) -> dict:
         rounded = {"seconds": 3, "others_cores": 2, "steal": 4, "load_1m": 2}
