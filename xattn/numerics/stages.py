@@ -79,8 +79,8 @@ def stage_rounding(dtype, seed: int | tuple[int, ...] | None = None):
         return np.dtype(np.float64), lambda array: np.asarray(array, np.float64)
     acc = np.dtype(np.float32)
     if seed is None:
-        if run == acc:  # a float32 result is its own rounding: no copies
-            return acc, lambda array: np.asarray(array, acc)
+        if run == acc:  # a float32 result is its own rounding: one copy, not two
+            return acc, lambda array: np.array(array, dtype=acc)
         return acc, lambda array: np.asarray(array).astype(run).astype(acc)
     rng = np.random.default_rng([ROUNDING_STREAM, int(seed)])
     half_ulp = float(ml_dtypes.finfo(run).eps) / 2
@@ -102,8 +102,8 @@ def repeats_rounding(dtype, seeds: tuple[int, ...]):
     ``stage(array)`` takes an array whose first axis has length 1 (the same value for every run)
     or ``len(seeds)`` (one per run) and returns one of length ``len(seeds)``: each run's slice
     randomly rounded as :func:`stage_rounding` with that seed does, but in float32 arithmetic and
-    with δ = k·eps/256 for k an odd number from a random byte (uniform in ±½ ulp on 128 levels):
-    a third of the memory passes and an eighth of the random bits, for the budget's repeats
+    with δ = k·eps/256 for k an odd number from a random byte (uniform in ±½ ulp on 128 levels)
+    instead of a float64 draw: fewer and narrower memory passes, for the budget's repeats
     (:mod:`xattn.numerics.naive`). Float64 runs are never perturbed.
     """
     run = run_dtype(dtype)
