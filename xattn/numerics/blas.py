@@ -1,10 +1,11 @@
-"""NumPy's BLAS threads during a check: one where the machine is busy. NumPy only (and ctypes).
+"""NumPy's BLAS threads during a check: one. NumPy only (and ctypes).
 
-OpenBLAS's worker threads wait at each GEMM for every peer; on a machine whose cores are taken by
-other processes a descheduled peer stalls the rest, and the oracles' float64 GEMMs ran 10-15x
-slower with two threads than with one on this project's loaded 2-core machine. :func:`check_threads`
-runs a block with one BLAS thread when the load average is at or above the core count, and leaves
-BLAS alone otherwise (or where NumPy's OpenBLAS cannot be found: another BLAS, another platform).
+OpenBLAS's worker threads wait at each GEMM for every peer; when any core is taken (by another
+process, or by the frameworks' own pools, which spin for a while after each call) a descheduled
+peer stalls the rest. On this project's 2-core machine the check's GEMMs ran 10-20x slower with
+two threads than with one, with one other busy process (load average 1.8) as with six.
+:func:`check_threads` runs a block with one BLAS thread and restores the count after; where
+NumPy's OpenBLAS cannot be found (another BLAS, another platform) it leaves BLAS alone.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
-import os
 
 #: The thread setters and getters of OpenBLAS builds NumPy ships (scipy-openblas: prefixed, 64-bit suffix).
 _NAMES = (
@@ -43,19 +43,10 @@ def _openblas():
     return None
 
 
-def busy() -> bool:
-    """Whether the 1-minute load average is at or above the cores this process may use."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-        return os.getloadavg()[0] >= cores
-    except (AttributeError, OSError):
-        return False
-
-
 @contextlib.contextmanager
 def check_threads():
-    """The block with one BLAS thread on a busy machine (:func:`busy`), the count restored after."""
-    found = _openblas() if busy() else None
+    """The block with one BLAS thread, the count restored after."""
+    found = _openblas()
     if found is None:
         yield
         return
