@@ -121,8 +121,9 @@ def repeats_rounding(dtype, seeds: tuple[int, ...]):
         size = int(np.prod(shape))
         out = np.empty((count,) + shape, acc)
         for index, generator in enumerate(generators):  # odd k in [-127, 127]: δ = k·eps/256
-            out[index] = np.bitwise_or(np.frombuffer(generator.bytes(size), np.int8), 1).reshape(shape)
-        out *= array * step
+            odd = np.bitwise_or(np.frombuffer(generator.bytes(size), np.int8), 1).reshape(shape)
+            np.multiply(odd, step, out=out[index], dtype=acc)
+        out *= array
         out += array  # x·(1 + δ), rounded to float32 by the addition
         return out if run == acc else out.astype(run).astype(acc)
 
