@@ -25,6 +25,7 @@ from xattn.numerics.layer_oracle import (
     layer_backward,
     layer_forward,
     repeated_gradients,
+    run_chunks,
     seed_chunks,
 )
 from xattn.numerics.stages import repeats_at_once
@@ -110,8 +111,9 @@ class LayerFunction:
         if isinstance(rounding_seed, tuple):
             x, keywords = self._keywords(args)
             exact = {}  # the chunks' shared products
-            return [out for chunk in seed_chunks(rounding_seed, x, keywords["kv"], keywords["wq"])
-                    for out in forward_output(self._forward(args, chunk, exact=exact))]
+            chunks = seed_chunks(rounding_seed, x, keywords["kv"], keywords["wq"])
+            outs = run_chunks(lambda chunk: forward_output(self._forward(args, chunk, exact=exact)), chunks)
+            return [out for chunk_outs in outs for out in chunk_outs]
         return forward_output(self._forward(args, rounding_seed))
 
     @repeats_at_once
@@ -126,10 +128,15 @@ class LayerFunction:
             weights = [keywords[name] for name in ("wq", "wk", "wv", "wo")]
             biases = [keywords.get(name) for name in BIASES]
             wanted = repeated_gradients(x, keywords["kv"], weights, biases)
-            runs, exact = [], {}  # exact: the chunks' shared products
-            for chunk in seed_chunks(rounding_seed, x, keywords["kv"], keywords["wq"]):
+            exact = {}  # the chunks' shared products
+
+            def run(chunk):
                 state = self._forward(args, chunk, output="wo" in wanted, exact=exact)
-                grads = layer_backward(state, cotangent, cross=self.cross, wanted=wanted)
+                return layer_backward(state, cotangent, cross=self.cross, wanted=wanted)
+
+            chunks = seed_chunks(rounding_seed, x, keywords["kv"], keywords["wq"])
+            runs = []
+            for chunk, grads in zip(chunks, run_chunks(run, chunks)):
                 runs += [tuple(grads[name][index] if name in grads else None for name in self.names)
                          for index in range(len(chunk))]
             return runs

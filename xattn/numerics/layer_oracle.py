@@ -14,6 +14,9 @@ that NumPy hands them to BLAS; a naive run's are summed in NumPy's own loops (:f
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
+
 import numpy as np
 
 from xattn.bridge import framework_of
@@ -172,13 +175,31 @@ def layer_reference(x, wq, wk, wv, wo, bq=None, bk=None, bv=None, bo=None, *, kv
                                             key_lengths=key_lengths, scale=scale, dtype=dtype, rounding_seed=seed))
 
     if isinstance(rounding_seed, tuple):
-        return [out for chunk in seed_chunks(rounding_seed, x, kv, wq) for out in run(chunk)]
+        return [out for outs in run_chunks(run, seed_chunks(rounding_seed, x, kv, wq)) for out in outs]
     return run(rounding_seed)
 
 
 #: Elements of the largest intermediate (the logits) one chunk of repeats may hold: beyond a few
 #: MiB the passes over the runs' axis leave the caches, and one seed at a time is faster.
 REPEATS_ELEMENTS = 1 << 20
+
+
+def run_chunks(run, chunks) -> list:
+    """``[run(chunk) for chunk in chunks]``: the first here (it fills the shared products), the others
+    on a thread per core, since NumPy lets go of the GIL in its loops and BLAS calls and the repeats
+    of different seeds share nothing they write."""
+    if not chunks:
+        return []
+    first, rest = run(chunks[0]), chunks[1:]
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    workers = min(len(rest), cores)
+    if workers <= 1:
+        return [first, *map(run, rest)]
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        return [first, *pool.map(run, rest)]
 
 
 def seed_chunks(seeds: tuple[int, ...], x, kv, wq) -> list[tuple[int, ...]]:
@@ -285,8 +306,8 @@ def reference_vjp(x, wq, wk, wv, wo, bq=None, bk=None, bv=None, bo=None, *, cota
     if not isinstance(rounding_seed, tuple):
         return run(rounding_seed)
     runs = []
-    for chunk in seed_chunks(rounding_seed, x, kv, wq):
-        grads = run(chunk)
+    chunks = seed_chunks(rounding_seed, x, kv, wq)
+    for chunk, grads in zip(chunks, run_chunks(run, chunks)):
         runs += [{name: grad[index] for name, grad in grads.items()} for index in range(len(chunk))]
     return runs
 
