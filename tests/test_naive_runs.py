@@ -154,7 +154,7 @@ def test_repeats_in_chunks_on_threads_are_the_bits_of_the_chunks_one_after_the_o
     threaded = repeats()
     monkeypatch.setattr(layer_oracle, "run_chunks", lambda run, chunks: [run(chunk) for chunk in chunks])
     in_turn = repeats()
-    assert [sorted(run) for run in threaded] == [["bk", "bo", "bq", "bv"]] * 15  # only the small gradients
+    assert all("x" not in run and "bq" in run for run in threaded)  # only the gradients under NAIVE_DRAWS
     for a, b in zip(threaded, in_turn):
         for name in a:
             np.testing.assert_array_equal(a[name], b[name])
