@@ -25,7 +25,7 @@ from xattn.numerics.stages import MAX_NAIVE_RUNS, NAIVE_DRAWS, naive_run_count, 
 
 __all__ = [
     "MAX_NAIVE_RUNS", "NAIVE_DRAWS", "naive_attention", "naive_repeats", "naive_run_count", "naive_runs",
-    "repeat_seeds", "repeats_at_once", "stage_rounding", "takes_rounding_seed",
+    "repeats_at_once", "stage_rounding", "takes_rounding_seed",
 ]
 
 
@@ -55,19 +55,14 @@ def naive_repeats(reference, first, repeat) -> list:
     never perturbed.
     """
     arrays = [np.asarray(array) for array in first]
-    seeds = repeat_seeds(reference, arrays)
+    if not arrays or not takes_rounding_seed(reference) or all(a.dtype == np.float64 for a in arrays):
+        return []
+    seeds = tuple(range(1, naive_run_count(min(a.size for a in arrays))))
     if not seeds:
         return []
     if getattr(reference, "repeats_at_once", False):
         return list(repeat(seeds))
     return [repeat(seed) for seed in seeds]
-
-
-def repeat_seeds(reference, arrays) -> tuple[int, ...]:
-    """The seeds of :func:`naive_repeats` for outputs like ``arrays`` (their sizes and dtypes decide)."""
-    if not arrays or not takes_rounding_seed(reference) or all(a.dtype == np.float64 for a in arrays):
-        return ()
-    return tuple(range(1, naive_run_count(min(a.size for a in arrays))))
 
 
 def takes_rounding_seed(fn) -> bool:

@@ -13,7 +13,6 @@ same-dtype computation behind the budget. NumPy only at import.
 
 from __future__ import annotations
 
-import concurrent.futures
 import inspect
 
 import numpy as np
@@ -22,7 +21,7 @@ from xattn.backends.calls import call, cotangent_like, differentiable, float64_v
 from xattn.backends.frameworks import FRAMEWORKS
 from xattn.contract.spec import numpy_dtype
 from xattn.numerics.budget import floored, reference_budget
-from xattn.numerics.naive import naive_repeats, repeat_seeds
+from xattn.numerics.naive import naive_repeats
 from xattn.porting.references import as_float64, fallback_note, takes_keyword
 from xattn.porting.rows import judge_pair, unattributed
 
@@ -107,25 +106,13 @@ def _reference_gradients(grad_reference, host, outputs, cotangents, labels, wrt,
     f64_cot = np.asarray(cot, np.float64) if not isinstance(cot, list) else [np.asarray(c, np.float64) for c in cot]
     oracle = _aligned(grad_reference(*as_float64(host), cotangent=f64_cot), labels, wrt)
     keywords = {"cotangent": cot, **({"dtype": dtype} if takes_keyword(grad_reference, "dtype") else {})}
-
-    def repeat(seed):
-        return grad_reference(*host, **keywords, rounding_seed=seed)
-
-    with concurrent.futures.ThreadPoolExecutor(1) as beside:
-        # A reference that makes its repeats at once needs only the gradients' sizes (the oracle's):
-        # its repeats run beside the deterministic naive run, which is independent of them.
-        sizes = [np.empty(np.shape(g), numpy_dtype(dtype)) for g in oracle]
-        early = getattr(grad_reference, "repeats_at_once", False) and repeat_seeds(grad_reference, sizes)
-        pending = beside.submit(repeat, repeat_seeds(grad_reference, sizes)) if early else None
-        try:
-            first = _aligned(grad_reference(*host, **keywords), labels, wrt)
-        except Exception as error:  # a reference that cannot run in the run dtype: the tolerance stands in
-            notes.append(f"budget of the gradients: the grad_reference raised on the {dtype} inputs"
-                         f" ({type(error).__name__}), so torch.testing's tolerance stands in")
-            if pending is not None:
-                pending.exception()  # it fails as the naive run did: wait, and let it go
-            return oracle, None
-        repeats = pending.result() if pending is not None else naive_repeats(grad_reference, first, repeat)
+    try:
+        first = _aligned(grad_reference(*host, **keywords), labels, wrt)
+    except Exception as error:  # a reference that cannot run in the run dtype: the tolerance stands in
+        notes.append(f"budget of the gradients: the grad_reference raised on the {dtype} inputs"
+                     f" ({type(error).__name__}), so torch.testing's tolerance stands in")
+        return oracle, None
+    repeats = naive_repeats(grad_reference, first, lambda seed: grad_reference(*host, **keywords, rounding_seed=seed))
     return oracle, [first, *(_aligned(run, labels, wrt, repeat=True) for run in repeats)]
 
 
