@@ -98,7 +98,7 @@ def check_port(
     """
     from xattn.numerics.blas import check_threads
 
-    with check_threads():  # NumPy's BLAS with one thread on a busy machine: the oracles' GEMMs stall otherwise
+    with check_threads():  # NumPy's BLAS with one thread: two stall on each other whenever a core is taken
         return _check_port(fn_a, fn_b, inputs, reference, names, frameworks, rtol, atol, grad, grad_reference,
                            equal_nan)
 
