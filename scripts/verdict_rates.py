@@ -7,6 +7,7 @@ moved by ``r`` times the output's largest magnitude, for ``r`` halving from 2**-
 smallest ``r`` caught at every seed is printed, with the budget that caught it in ulps of the dtype.
 
     python scripts/verdict_rates.py --seeds 200
+    python scripts/verdict_rates.py --seeds 200 --at-once   # the repeats as xattn's own references make them
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 import numpy as np
 
 import xattn
+from xattn.numerics.naive import repeats_at_once
 
 CONFIGS = {
     "mha": dict(batch=2, q_len=16, embed=32, heads=4),
@@ -37,11 +39,17 @@ def run(backend, variant, spec, args, delta=None):
     return bent.reshape(out.shape).astype(out.dtype)
 
 
+AT_ONCE = False  # --at-once: the naive repeats all at once (xattn's vectorised path), else seed by seed
+
+
 def check(spec, args, delta=None):
     def reference(*inputs, dtype=None, rounding_seed=None):
         x, kv, wq, wk, wv, wo, lengths = inputs
         return xattn.reference(x, wq, wk, wv, wo, kv=kv, key_lengths=lengths, causal=spec.causal, dtype=dtype,
                                rounding_seed=rounding_seed)
+
+    if AT_ONCE:
+        reference = repeats_at_once(reference)
 
     def jax_port(*inputs):
         return run("jax", "einsum", spec, inputs)
@@ -62,7 +70,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=50, help="seeds per (dtype, shape) for the false-alarm rate")
     parser.add_argument("--planted-seeds", type=int, default=10, help="seeds per dtype for the planted errors")
+    parser.add_argument("--at-once", action="store_true",
+                        help="the budget's random-rounding repeats computed all at once (as xattn's own references do)")
     args = parser.parse_args()
+    global AT_ONCE
+    AT_ONCE = args.at_once
     start = time.perf_counter()
     print(f"xattn {xattn.__version__}; false alarms of a correct port (jax einsum vs torch sdpa, xattn.reference)")
     for dtype in ("float32", "float16", "bfloat16"):

@@ -10,6 +10,7 @@ import pytest
 
 import xattn
 import xattn.backends.registry
+import xattn.timing
 from xattn import _compat
 from xattn.contract.spec import AttentionSpec
 from xattn.numerics.judge import DRIFT, ERROR, OK, UNSUPPORTED
@@ -57,6 +58,21 @@ def test_timing_fields_and_gflops():
         assert row.timing.n >= 3 and row.timing.median_s > 0
         assert row.gflops == pytest.approx(xattn.timing.attention_flops(SMALL) / row.timing.median_s / 1e9)
         assert row.compile_s > 0
+
+
+def test_a_busy_machine_is_measured_while_timing_and_said(monkeypatch):
+    require_backend("jax")
+    busy = xattn.timing.MachineLoad(cores=2, seconds=1.0, others_cores=1.6, steal=0.0, load_1m=5.0)
+    monkeypatch.setattr(xattn.timing, "machine_load", lambda since=None, sample_s=0.2: busy)
+    report = xattn.compare(backends="jax", variants="einsum", spec=SMALL, min_time=0.0, max_time=0.01, warmup=0.0)
+    assert report.settings.machine["busy"] and report.settings.machine["others_cores"] == 1.6
+    assert "! machine busy: other processes used 1.6 of 2 cores" in str(report)
+    data = json.loads(report.to_json())
+    jsonschema.validate(data, REPORT_SCHEMA)
+    assert data["settings"]["machine"]["warnings"] == list(busy.warnings)
+    assert data["env"]["load"]["cores"] >= 1 and isinstance(data["env"]["load"]["busy"], bool)  # measured
+    untimed = xattn.compare(backends="jax", variants="einsum", spec=SMALL, timing=False)
+    assert untimed.settings.machine is None and "machine busy" not in str(untimed)
 
 
 class _Wrong:

@@ -92,7 +92,8 @@ def _tiny_layer():
     return x, weights, dict(causal=True, key_lengths=np.array([3, 5], np.int32)), cotangent
 
 
-def test_the_one_run_budget_rejects_programs_the_ensemble_accepts():
+@pytest.mark.parametrize("at_once", [False, True], ids=["seed-by-seed", "at-once"])
+def test_the_one_run_budget_rejects_programs_the_ensemble_accepts(at_once):
     x, weights, masks, cotangent = _tiny_layer()
     oracle = reference_vjp(x.astype(np.float64), **{k: w.astype(np.float64) for k, w in weights.items()},
                            cotangent=cotangent.astype(np.float64), **masks)
@@ -100,7 +101,9 @@ def test_the_one_run_budget_rejects_programs_the_ensemble_accepts():
     def naive(seed):
         return reference_vjp(x, **weights, cotangent=cotangent, dtype="float32", rounding_seed=seed, **masks)
 
-    runs = naive_runs(naive, min(g.size for g in oracle.values()), "float32")
+    runs = naive_runs(naive, min(g.size for g in oracle.values()), "float32", at_once=at_once)
+    if at_once:  # the repeats of every seed in one vectorised run, on BLAS, with 8-bit random rounding
+        assert len(runs) == MAX_NAIVE_RUNS and not np.array_equal(runs[1]["bo"], runs[2]["bo"])
     # Other float32 programs: the same algorithm, rounded by draws that the budget never saw.
     others = [naive(seed) for seed in range(1000, 1040)]
     largest = max(np.abs(g).max() for g in oracle.values())
@@ -131,3 +134,28 @@ def test_repeats_come_only_from_a_reference_that_takes_a_seed():
     assert seeds == list(range(1, MAX_NAIVE_RUNS))
     assert naive_repeats(lambda x: x, small, lambda seed: seed) == []
     assert naive_repeats(lambda x, rounding_seed=None: x, [np.zeros(4)], lambda seed: seed) == []  # float64
+
+
+def test_repeats_in_chunks_on_threads_are_the_bits_of_the_chunks_one_after_the_other(monkeypatch):
+    from xattn.numerics import layer_oracle
+
+    spec = AttentionSpec(batch=1, q_len=512, embed=16, heads=2)  # 2 seeds' logits per chunk: 8 chunks
+    inputs = make_inputs(spec)
+    rng = np.random.default_rng(5)
+    biases = [(0.1 * rng.standard_normal(shape)).astype(np.float32) for shape in [(2, 8), (2, 8), (2, 8), (16,)]]
+    cotangent = rng.standard_normal(inputs.x.shape).astype(np.float32)
+    seeds = tuple(range(1, 16))
+    assert len(layer_oracle.seed_chunks(seeds, inputs.x, None, inputs.wq)) == 8
+
+    def repeats():
+        return reference_vjp(inputs.x, *inputs.weights(), *biases, cotangent=cotangent, dtype="float32",
+                             rounding_seed=seeds)
+
+    threaded = repeats()
+    monkeypatch.setattr(layer_oracle, "run_chunks", lambda run, chunks: [run(chunk) for chunk in chunks])
+    in_turn = repeats()
+    assert all("x" not in run and "bq" in run for run in threaded)  # only the gradients under NAIVE_DRAWS
+    for a, b in zip(threaded, in_turn):
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name])
+    assert not np.array_equal(threaded[0]["bq"], threaded[1]["bq"])  # each seed its own rounding

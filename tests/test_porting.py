@@ -310,3 +310,34 @@ def test_worked_example_script_runs(capsys):
     assert main(["--embed", "16", "--heads", "2", "--length", "6"]) == 0
     printed = capsys.readouterr().out
     assert "grad/wq" in printed and "verdict: ok" in printed and "bit-exact" in printed
+
+
+def test_check_layers_runs_each_staged_forward_once_and_keeps_none_stale(monkeypatch):
+    import xattn.layers.check as layer_check
+    from xattn.numerics.layer_oracle import layer_reference, reference_vjp
+
+    src = randomize(build(TORCH_MHA, batch_first=True))
+    dst = build(NNX_MHA)
+    xattn.port_weights(src, dst)
+    calls = []
+    real = layer_check.layer_forward
+
+    def counted(*args, rounding_seed=None, **keywords):
+        calls.append("repeats" if isinstance(rounding_seed, tuple) else np.asarray(args[0]).dtype.name)
+        return real(*args, rounding_seed=rounding_seed, **keywords)
+
+    monkeypatch.setattr(layer_check, "layer_forward", counted)
+    report = xattn.check_layers(src, dst, inputs(), causal=True, key_lengths=LENGTHS, grad=True)
+    assert report.ok, str(report)
+    # one float64 oracle and one float32 naive forward for output and gradients alike, then the repeats
+    assert calls.count("float64") == 1 and calls.count("float32") == 1 and "repeats" in calls
+    # a LayerFunction asked about other arguments computes them afresh: the answers are those of the oracles
+    fn = layer_check.LayerFunction(src, causal=True, key_lengths=LENGTHS)
+    weights = fn.weights()
+    keywords = dict(zip(fn.weight_names, weights), causal=True, key_lengths=LENGTHS)
+    cotangent = inputs(seed=3)
+    for x in (inputs(seed=1), inputs(seed=2)):
+        np.testing.assert_array_equal(fn.reference(x, *weights), layer_reference(x, **keywords, dtype="float32"))
+        grads = reference_vjp(x, **keywords, cotangent=cotangent, dtype="float32")
+        for name, gradient in zip(fn.names, fn.reference_vjp(x, *weights, cotangent=cotangent)):
+            np.testing.assert_array_equal(gradient, grads[name])

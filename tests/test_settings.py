@@ -109,3 +109,21 @@ def test_the_cli_applies_the_same_rule_and_speaks_of_its_flags(flags, hint, mess
     assert result.exit_code == 2, result.output
     text = " ".join(result.output.split())
     assert f"Invalid value for {hint}" in text and message in text
+
+
+def _load(others):
+    from xattn.timing import MachineLoad
+
+    return MachineLoad(cores=2, seconds=0.2, others_cores=others, steal=0.0, load_1m=3.0)
+
+
+def test_a_busy_machine_gets_one_thread_for_every_framework_where_that_can_still_be_set():
+    from xattn.comparison.settings import threads_for_load
+
+    quiet, busy = RunSettings(), RunSettings()
+    assert threads_for_load(quiet, _load(0.1), jax_started=False) == quiet
+    chosen = threads_for_load(busy, _load(1.4), jax_started=False)
+    assert chosen.threads == 1 and "other processes used 1.4 of 2 cores" in chosen.threads_note
+    assert threads_for_load(busy, _load(1.4), jax_started=True) == busy  # XLA's count is already fixed
+    assert threads_for_load(RunSettings(threads=2), _load(1.4), jax_started=False).threads == 2  # asked for
+    assert threads_for_load(RunSettings(timing=False), _load(1.4), jax_started=False).threads is None

@@ -125,3 +125,50 @@ def test_attention_flops():
 def test_real_clock_smoke():
     m = measure(lambda: sum(range(100)), min_time=0.001, max_time=0.01, warmup=0.0)
     assert m.n >= timing.HARD_MIN_SAMPLES and m.median_s > 0 and m.number >= 1
+
+
+def test_a_block_drops_outputs_its_sync_does_not_need_and_collects_no_garbage(clock):
+    import gc
+    import weakref
+
+    alive, collector = [], []
+
+    class Output:
+        pass
+
+    def call():
+        clock.now += 1e-3
+        collector.append(gc.isenabled())
+        output = Output()
+        alive.append(weakref.ref(output))
+        return output
+
+    def sync(outputs):
+        assert outputs == []
+        assert sum(ref() is not None for ref in alive) <= 1  # each output gone once the next call began
+
+    was_enabled = gc.isenabled()
+    measure_interleaved({"a": Candidate(call, sync, keep_outputs=False)}, min_time=0.01, max_time=0.1, warmup=0.0)
+    assert collector and not any(collector)  # the collector was off in every call
+    assert gc.isenabled() == was_enabled
+
+
+def _sample(wall, busy, steal, total, own):
+    return timing.CpuSample(wall_s=wall, busy_s=busy, steal_s=steal, total_s=total, own_s=own)
+
+
+def test_machine_load_counts_other_processes_and_steal_not_our_own_time(monkeypatch):
+    monkeypatch.setattr(timing, "cpu_sample", lambda: _sample(11.0, 118.0, 1.0, 200.0, 6.0))
+    # over 1 s of a 2-core box: 3 busy core-seconds of which 1.5 our own, and 0.1 of 2 stolen
+    load = timing.machine_load(since=_sample(10.0, 115.0, 0.9, 198.0, 4.5))
+    assert load.others_cores == pytest.approx(1.5) and load.steal == pytest.approx(0.05)
+    assert load.busy and "other processes used 1.5" in load.warnings[0] and "quiet machine" in load.warnings[0]
+    quiet = timing.machine_load(since=_sample(10.0, 116.5, 1.0, 198.0, 4.5))
+    assert quiet.others_cores == pytest.approx(0.0) and not quiet.busy and quiet.warnings == ()
+    assert quiet.as_dict()["busy"] is False and quiet.as_dict()["warnings"] == []
+
+
+def test_machine_load_reads_this_machine():
+    load = timing.machine_load(sample_s=0.01)
+    assert load.cores >= 1 and load.seconds > 0
+    assert load.others_cores is None or load.others_cores >= 0

@@ -240,10 +240,7 @@ def _prepare_run(backends, variants, **options):
         for name in options:
             message = message.replace(name, _flag(name))
         raise click.BadParameter(message, param_hint=_flag(field)) from None
-    if settings.threads is not None:
-        from xattn.backends.frameworks import request_xla_threads
-
-        request_xla_threads(settings.threads)  # before anything imports JAX
+    settings = run_settings.settle_threads(settings, for_load=True)  # before anything imports JAX
     try:
         names = _checked("--backends", run_settings.resolve_backends, backends)
     except BackendUnavailableError as error:

@@ -7,13 +7,20 @@ backwards, so no candidate always follows the same one), so a change in the mach
 them all alike. A candidate leaves the rotation once its samples have converged
 (IQR/median < :data:`NOISE_THRESHOLD` with at least :data:`MIN_SAMPLES` and ``min_time`` spent)
 or ``max_time`` of measured time is spent; one stopped by the cap while still spread is *noisy*,
-and says so.
+and says so. Python's garbage collector is off inside a block, as in ``timeit``, and a block
+drops each output as the next call starts unless its sync needs them (``Candidate.keep_outputs``).
+
+Where the machine itself cannot give stable times, :func:`machine_load` says so: the CPU time
+other processes took over the run (``/proc/stat`` less this process's own) and what the
+hypervisor stole.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
+import os
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -82,10 +89,17 @@ class Measurement:
 
 
 class Candidate(NamedTuple):
-    """What to time: ``call()`` runs the work once and returns its output; ``sync(outputs)`` waits for them."""
+    """What to time: ``call()`` runs the work once and returns its output; ``sync(outputs)`` waits for them.
+
+    ``keep_outputs``: whether ``sync`` needs the block's outputs (JAX's ``block_until_ready`` does;
+    torch's sync waits for the whole device and needs none). Without, each output is dropped as the
+    next call starts, as ``timeit`` and ``torch.utils.benchmark`` do: the allocator then reuses its
+    memory, where holding a block's outputs made every call touch fresh pages.
+    """
 
     call: Callable[[], Any]
     sync: Callable[[list], None]
+    keep_outputs: bool = True
 
 
 def timed(call: Callable[[], Any], sync: Callable[[list], None]) -> tuple[Any, float]:
@@ -97,10 +111,29 @@ def timed(call: Callable[[], Any], sync: Callable[[list], None]) -> tuple[Any, f
 
 
 def _block(candidate: Candidate, number: int) -> float:
+    call = candidate.call
+    if candidate.keep_outputs:
+        start = time.perf_counter()
+        outputs = [call() for _ in range(number)]
+        candidate.sync(outputs)
+        return time.perf_counter() - start
     start = time.perf_counter()
-    outputs = [candidate.call() for _ in range(number)]
-    candidate.sync(outputs)
+    for _ in range(number):
+        call()
+    candidate.sync([])
     return time.perf_counter() - start
+
+
+class _NoCollection:
+    """Python's garbage collector off for a block, as ``timeit`` has it: a collection is no part of the work."""
+
+    def __enter__(self):
+        self.was_enabled = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *exc):
+        if self.was_enabled:
+            gc.enable()
 
 
 def check_times(min_time: float, max_time: float, warmup: float) -> None:
@@ -132,7 +165,7 @@ def _calibrate(candidate: Candidate, warmup: float, block_s: float) -> int:
     """Warm up for ``warmup`` seconds (at least one call); return calls per block."""
     spent, per_call = 0.0, math.inf
     while True:
-        _, seconds = timed(candidate.call, candidate.sync)
+        seconds = _block(candidate, 1)
         spent += seconds
         per_call = min(per_call, seconds)
         if spent >= warmup:
@@ -150,7 +183,9 @@ def measure_interleaved(
     """Time every candidate, round by round; ``min_time``/``max_time`` are measured seconds per candidate."""
     check_times(min_time, max_time, warmup)
     block_s = max(MIN_BLOCK_S, min_time / 20)
-    states = {name: _State(_calibrate(candidate, warmup, block_s)) for name, candidate in candidates.items()}
+    gc.collect()
+    with _NoCollection():
+        states = {name: _State(_calibrate(candidate, warmup, block_s)) for name, candidate in candidates.items()}
     order = list(candidates)
     active = set(order)
     forwards = True
@@ -159,7 +194,8 @@ def measure_interleaved(
             if name not in active:
                 continue
             state = states[name]
-            seconds = _block(candidates[name], state.number)
+            with _NoCollection():
+                seconds = _block(candidates[name], state.number)
             state.times.append(seconds / state.number)
             state.spent += seconds
             if state.done(min_time, max_time):
@@ -178,9 +214,109 @@ def _finish(state: _State, max_time: float) -> Measurement:
     return Measurement(times_s=tuple(state.times), number=state.number, warnings=tuple(warnings))
 
 
-def measure(call: Callable[[], Any], sync: Callable[[list], None] = lambda outputs: None, **options) -> Measurement:
-    """Time one callable (see :func:`measure_interleaved` for the options)."""
-    return measure_interleaved({"only": Candidate(call, sync)}, **options)["only"]
+def measure(call: Callable[[], Any], sync: Callable[[list], None] = lambda outputs: None, *,
+            keep_outputs: bool = True, **options) -> Measurement:
+    """Time one callable (see :class:`Candidate` for ``keep_outputs``, :func:`measure_interleaved` for the options)."""
+    return measure_interleaved({"only": Candidate(call, sync, keep_outputs)}, **options)["only"]
+
+
+# ------------------------------------------------------------------ can this machine time at all?
+
+#: CPU time of other processes, in cores, at or above which the machine is too busy to time on.
+BUSY_CORES = 0.5
+#: Share of CPU time taken by the hypervisor (steal) at or above which times are unreliable.
+STEAL_THRESHOLD = 0.05
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuSample:
+    """CPU counters at one moment: the machine's busy and stolen seconds (all CPUs), this process's own."""
+
+    wall_s: float
+    busy_s: float | None
+    steal_s: float | None
+    total_s: float | None
+    own_s: float
+
+
+def cpu_sample() -> CpuSample:
+    """The counters now, from ``/proc/stat`` (None off Linux) and ``os.times()``."""
+    busy = steal = total = None
+    try:
+        with open("/proc/stat") as stat:
+            fields = [float(v) for v in stat.readline().split()[1:]]
+        tick = os.sysconf("SC_CLK_TCK")
+        user, nice, system, idle, iowait, irq, softirq, stolen = (fields + [0.0] * 8)[:8]
+        busy, steal = (user + nice + system + irq + softirq) / tick, stolen / tick
+        total = busy + steal + (idle + iowait) / tick
+    except (OSError, ValueError):
+        pass
+    own = os.times()
+    return CpuSample(time.perf_counter(), busy, steal, total, own.user + own.system)
+
+
+@dataclasses.dataclass(frozen=True)
+class MachineLoad:
+    """How busy the machine was over an interval: what other processes took and the hypervisor stole."""
+
+    cores: int
+    seconds: float
+    #: CPU time of every other process over the interval, in cores (None where /proc/stat is missing).
+    others_cores: float | None
+    #: Share of all CPU time the hypervisor stole over the interval.
+    steal: float | None
+    load_1m: float | None
+
+    @property
+    def busy(self) -> bool:
+        return bool((self.others_cores or 0) >= BUSY_CORES or (self.steal or 0) >= STEAL_THRESHOLD)
+
+    def describe(self) -> str:
+        parts = []
+        if self.others_cores is not None:
+            parts.append(f"other processes used {self.others_cores:.1f} of {self.cores} cores")
+        if self.steal is not None:
+            parts.append(f"the hypervisor stole {self.steal:.0%} of the CPU time")
+        if self.load_1m is not None:
+            parts.append(f"load average {self.load_1m:.1f}")
+        return ", ".join(parts) + f" (over {self.seconds:.1f} s)"
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        if not self.busy:
+            return ()
+        return (f"machine busy: {self.describe()}; times are unreliable and ratios between frameworks may"
+                " reflect the contention (an intra-op thread pool spins while a peer thread is descheduled),"
+                " not the code: time on a quiet machine (one thread per framework suffers least)",)
+
+    def as_dict(self) -> dict:
+        rounded = {"seconds": 3, "others_cores": 2, "steal": 4, "load_1m": 2}
+        fields = {key: value if value is None or key not in rounded else round(value, rounded[key])
+                  for key, value in dataclasses.asdict(self).items()}
+        return {**fields, "busy": self.busy, "warnings": list(self.warnings)}
+
+
+def machine_load(since: CpuSample | None = None, sample_s: float = 0.2) -> MachineLoad:
+    """The load from ``since`` to now; without it, over ``sample_s`` seconds of sleep from now."""
+    if since is None:
+        since = cpu_sample()
+        time.sleep(sample_s)
+    now = cpu_sample()
+    wall = max(now.wall_s - since.wall_s, 1e-9)
+    others = steal = None
+    if now.busy_s is not None and since.busy_s is not None:
+        others = max(0.0, (now.busy_s - since.busy_s) - (now.own_s - since.own_s)) / wall
+        total = now.total_s - since.total_s
+        steal = (now.steal_s - since.steal_s) / total if total > 0 else 0.0
+    try:
+        load_1m = os.getloadavg()[0]
+    except OSError:
+        load_1m = None
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return MachineLoad(cores=cores, seconds=wall, others_cores=others, steal=steal, load_1m=load_1m)
 
 
 def attention_flops(spec) -> float:

@@ -83,6 +83,8 @@ class JaxSide:
     name = "jax"
     #: XLA fixes its intra-op thread count when JAX starts; a run can only record it.
     threads_fixed = True
+    #: ``block_until_ready`` waits for the arrays it is given: a timed block keeps its outputs for it.
+    sync_needs_outputs = True
 
     def __init__(self):
         import jax
@@ -183,6 +185,8 @@ class TorchSide:
 
     name = "torch"
     threads_fixed = False
+    #: CPU calls return finished and ``torch.cuda.synchronize`` waits for the whole device: no outputs needed.
+    sync_needs_outputs = False
 
     def __init__(self):
         import torch

@@ -53,6 +53,8 @@ class Side(Protocol):
     name: str
     #: Whether its intra-op thread count is fixed when the framework starts (XLA) or settable (torch).
     threads_fixed: bool
+    #: Whether ``sync`` needs the outputs to wait for (else a timed block drops each one as it goes).
+    sync_needs_outputs: bool
 
     def has_cuda(self) -> bool: ...
 

@@ -21,7 +21,7 @@ from xattn.backends import frameworks
 from xattn.comparison import rows as judged_rows
 from xattn.comparison.memory import check_run
 from xattn.comparison.results import OUTPUT, Report, Row, RunRecord
-from xattn.comparison.settings import Plan, RunSettings, make_plan
+from xattn.comparison.settings import Plan, RunSettings, make_plan, settle_threads
 from xattn.contract.spec import AttentionSpec, make_inputs
 from xattn.numerics.budget import naive_budget
 from xattn.numerics.judge import NOT_RUN
@@ -52,8 +52,7 @@ def compare(
     before anything runs.
     """
     settings = RunSettings.of(settings, options, "compare")
-    if settings.threads is not None:
-        frameworks.request_xla_threads(settings.threads)  # before anything imports JAX
+    settings = settle_threads(settings)  # before anything imports JAX
     spec = AttentionSpec() if spec is None else spec
     if not isinstance(spec, AttentionSpec):
         raise TypeError(f"spec: expected an xattn.AttentionSpec; got {type(spec).__name__}")
@@ -66,15 +65,17 @@ def run(plan: Plan, spec: AttentionSpec, settings: RunSettings, progress=None) -
     """One comparison of a resolved ``plan`` on ``spec`` (what :func:`compare` and each sweep point run)."""
     from xattn.backends.env import environment
     from xattn.comparison.gradients import compare_gradients
+    from xattn.numerics.blas import check_threads
     from xattn.numerics.oracle import reference
-    from xattn.timing import measure_interleaved
+    from xattn.timing import cpu_sample, machine_load, measure_interleaved
 
     say = progress or (lambda line: None)
     inputs = make_inputs(spec)
     problem = dict(kv=inputs.kv, causal=spec.causal, key_lengths=inputs.key_lengths, scale=spec.scale)
-    oracle = reference(inputs.x, *inputs.weights(), **problem)
-    naive = naive_runs(lambda seed: reference(inputs.x, *inputs.weights(), **problem, dtype=spec.dtype,
-                                              rounding_seed=seed), oracle.size, spec.dtype)
+    with check_threads():
+        oracle = reference(inputs.x, *inputs.weights(), **problem)
+        naive = naive_runs(lambda seed: reference(inputs.x, *inputs.weights(), **problem, dtype=spec.dtype,
+                                                  rounding_seed=seed), oracle.size, spec.dtype, at_once=True)
     budget = naive_budget(naive, oracle, spec.dtype)
     record = _record(plan, spec, settings)
     with _run_settings(plan.backends, settings.matmul_precision, spec.dtype == "float64", record.threads):
@@ -87,8 +88,10 @@ def run(plan: Plan, spec: AttentionSpec, settings: RunSettings, progress=None) -
         measurements = {}
         if settings.timing and candidates:
             say(f"timing {len(candidates)} variants, interleaved (max {settings.max_time:g} s each)")
+            before = cpu_sample()
             measurements = measure_interleaved(candidates, min_time=settings.min_time, max_time=settings.max_time,
                                                warmup=settings.warmup)
+            record = dataclasses.replace(record, machine=machine_load(since=before).as_dict())
         grad_rows, values = (), {(run.row.label, OUTPUT): run.output for run in runs if run.output is not None}
         if settings.grad:
             ran = [(run.row.backend, run.row.variant) for run in runs if run.row.verdict not in NOT_RUN]
@@ -118,7 +121,8 @@ def _record(plan: Plan, spec: AttentionSpec, settings: RunSettings) -> RunRecord
         backends=plan.backends, variants=plan.variants, device=plan.device, matmul_precision=settings.matmul_precision,
         min_time_s=settings.min_time, max_time_s=settings.max_time, warmup_s=settings.warmup, timing=settings.timing,
         threads=threads, threads_equal=len(set(threads.values())) <= 1, jax_enable_x64_set_by_xattn=x64_set,
-        grad=settings.grad, threads_requested=settings.threads,
+        grad=settings.grad, threads_requested=None if settings.threads_note else settings.threads,
+        threads_note=settings.threads_note,
     )
 
 
@@ -176,7 +180,7 @@ def _first_run(backend, variant, spec, inputs, oracle, budget, device) -> _Run:
     row = judged_rows.judged(actual, oracle, budget=budget, dtype=spec.dtype, **fields,
                              compile_s=None if eager else compile_s, eager=eager,
                              first_call_s=first_call_s, notes=notes)
-    return _Run(row, actual, Candidate(lambda: runnable(*args), side.sync))
+    return _Run(row, actual, Candidate(lambda: runnable(*args), side.sync, side.sync_needs_outputs))
 
 
 def _with_timing(row: Row, measurement, flops: float) -> Row:

@@ -14,6 +14,7 @@ import numpy as np
 from xattn.backends import calls, frameworks, registry
 from xattn.comparison import rows as judged_rows
 from xattn.contract.spec import numpy_dtype
+from xattn.numerics.blas import check_threads
 from xattn.numerics.budget import floored, naive_budget
 from xattn.numerics.layer_oracle import reference_vjp
 from xattn.numerics.naive import naive_runs
@@ -33,7 +34,8 @@ def compare_gradients(plan, spec, inputs, device, progress=None):
     host = [inputs.x, *([inputs.kv] if cross else []), *inputs.weights()]
     labels = ["x", *(["kv"] if cross else []), "wq", "wk", "wv", "wo"]
     C = calls.cotangent_like(np.zeros(inputs.x.shape, numpy_dtype(spec.dtype)))
-    budgets, oracle = _budgets(spec, inputs, cross, labels, C)
+    with check_threads():
+        budgets, oracle = _budgets(spec, inputs, cross, labels, C)
     rows, values = [], {}
     for backend, variant in plan:
         say(f"differentiating {backend}/{variant}")
@@ -58,10 +60,10 @@ def _budgets(spec, inputs, cross, labels, C):
     oracle = reference_vjp(inputs.x, *inputs.weights(), cotangent=C.astype(np.float64), **common)
     naive = naive_runs(lambda seed: reference_vjp(inputs.x, *inputs.weights(), cotangent=C, dtype=spec.dtype,
                                                   rounding_seed=seed, **common),
-                       min(g.size for g in oracle.values()), spec.dtype)
+                       min(g.size for g in oracle.values()), spec.dtype, at_once=True)
     largest = max(float(np.abs(g).max(initial=0.0)) for g in oracle.values())
-    budgets = {name: floored(naive_budget([run[name] for run in naive], oracle[name], spec.dtype), oracle[name],
-                             largest) for name in labels}
+    budgets = {name: floored(naive_budget([run[name] for run in naive if name in run], oracle[name], spec.dtype),
+                             oracle[name], largest) for name in labels}
     return budgets, oracle
 
 

@@ -95,10 +95,15 @@ class RunRecord(Mapping):
     grad: bool
     #: The intra-op thread count the run asked for (None: XLA's count for every framework).
     threads_requested: int | None = None
+    #: How busy the machine was while timing (:meth:`xattn.timing.MachineLoad.as_dict`); None untimed.
+    machine: Mapping[str, Any] | None = None
+    #: Why xattn chose the thread count itself (a busy machine), or None.
+    threads_note: str | None = None
 
     def to_dict(self) -> dict:
         data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
-        data.update(backends=list(self.backends), variants=list(self.variants), threads=dict(self.threads))
+        data.update(backends=list(self.backends), variants=list(self.variants), threads=dict(self.threads),
+                    machine=None if self.machine is None else dict(self.machine))
         return data
 
     def __getitem__(self, key):

@@ -46,6 +46,8 @@ class RunSettings:
     threads: int | None = None
     grad: bool = False
     max_memory: int | float | str | None = None
+    #: Why xattn chose ``threads`` itself (:func:`threads_for_load`); None when it did not.
+    threads_note: str | None = None
 
     def __post_init__(self):
         if self.device not in DEVICES:
@@ -77,6 +79,42 @@ class RunSettings:
         if not isinstance(settings, cls):
             raise TypeError(f"settings: expected an xattn RunSettings; got {type(settings).__name__}")
         return dataclasses.replace(settings, **options) if options else settings
+
+
+def threads_for_load(settings: RunSettings, load, *, jax_started: bool) -> RunSettings:
+    """One intra-op thread for every framework when ``load`` (:class:`xattn.timing.MachineLoad`) is busy.
+
+    On a machine whose other processes hold cores, a pool of N threads waits at every barrier for
+    the one that was descheduled: torch's spin-waiting pool then runs several times slower, XLA's
+    less so, and the report would show the contention as a framework gap. One thread each keeps
+    the comparison fair. Only where nothing was asked for (``threads`` None, timing on), there are
+    cores to give up, and XLA's count can still be set (``jax_started`` False: it is read once, when
+    JAX starts); ``threads_note`` says why. ``xattn compare`` and ``xattn sweep`` apply it; the
+    library leaves threads alone and warns instead (the report's ``machine`` warnings).
+    """
+    if settings.threads is not None or not settings.timing or jax_started or load.cores <= 1 or not load.busy:
+        return settings
+    note = (f"1 instead of {load.cores} for every framework: the machine was busy before the run"
+            f" ({load.describe()}), and a thread pool waiting for a descheduled peer would time the contention;"
+            " pass threads to choose")
+    return dataclasses.replace(settings, threads=1, threads_note=note)
+
+
+def settle_threads(settings: RunSettings, *, for_load: bool = False) -> RunSettings:
+    """The run's threads, settled before anything imports JAX: XLA is asked for ``threads`` when given.
+
+    ``for_load``: first apply :func:`threads_for_load` to the machine's load now (a 0.2 s sample).
+    """
+    import sys
+
+    from xattn.backends.frameworks import request_xla_threads
+    from xattn.timing import machine_load
+
+    if for_load and settings.threads is None and settings.timing and "jax" not in sys.modules:
+        settings = threads_for_load(settings, machine_load(), jax_started=False)
+    if settings.threads is not None:
+        request_xla_threads(settings.threads)  # before anything imports JAX
+    return settings
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,10 +23,9 @@ import itertools
 import signal
 from typing import Callable, Iterable, Mapping
 
-from xattn.backends.frameworks import request_xla_threads
 from xattn.comparison.memory import check_run
 from xattn.comparison.results import SweepReport
-from xattn.comparison.settings import Plan, RunSettings, make_plan
+from xattn.comparison.settings import Plan, RunSettings, make_plan, settle_threads
 from xattn.contract.spec import AttentionSpec
 from xattn.render.sweep_report import point_label
 
@@ -126,8 +125,7 @@ def sweep(
     settings = RunSettings.of(settings, options, "sweep")
     spec = AttentionSpec() if spec is None else spec
     fields, points = sweep_points(spec, sweep, hold)
-    if settings.threads is not None:
-        request_xla_threads(settings.threads)  # before anything imports JAX
+    settings = settle_threads(settings)  # before anything imports JAX
     plan = make_plan(backends, variants, settings.device)
     check_run([point for _, point in points], plan, settings, [point_label(fields, values) for values, _ in points])
     return run(plan, spec, fields, points, settings, progress)

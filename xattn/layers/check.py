@@ -7,7 +7,8 @@ Two layers of different kinds and frameworks then take the very same arguments, 
 input and every weight (``grad/wq`` is d loss / d wq whatever the layer calls it: for
 ``torch.nn.MultiheadAttention`` it is rows 0 to H·D of ``in_proj_weight``'s gradient, per head
 transposed). The float64 oracles are :func:`xattn.numerics.layer_oracle.layer_reference` and
-:func:`xattn.numerics.layer_oracle.reference_vjp`. NumPy only at import: a layer's framework
+the backward of the same staged forward (each forward runs once per check: the
+gradients go on from the output's). NumPy only at import: a layer's framework
 module loads when the layer is handed over (:func:`xattn.layers.weights.adapter`).
 """
 
@@ -19,7 +20,15 @@ import numpy as np
 
 from xattn.layers.vocabulary import BIASES, WEIGHTS, XATTN_KINDS, from_contract, own_causal, to_contract
 from xattn.layers.weights import adapter
-from xattn.numerics.layer_oracle import layer_reference, reference_vjp
+from xattn.numerics.layer_oracle import (
+    forward_output,
+    layer_backward,
+    layer_forward,
+    repeated_gradients,
+    run_chunks,
+    seed_chunks,
+)
+from xattn.numerics.stages import repeats_at_once
 
 
 class LayerFunction:
@@ -48,6 +57,7 @@ class LayerFunction:
         self.__name__ = self.config.kind
         parameter = inspect.Parameter.POSITIONAL_OR_KEYWORD
         self.__signature__ = inspect.Signature([inspect.Parameter(name, parameter) for name in self.names])
+        self._forwards: dict[str, tuple] = {}  # run dtype -> (arguments, deterministic forward state)
 
     def _split(self, args):
         if len(args) != len(self.names):
@@ -73,21 +83,70 @@ class LayerFunction:
         x, kv, weights = self._split(args)
         return x, dict(weights, kv=kv, causal=self.causal, key_lengths=self.key_lengths, scale=self.config.scale)
 
+    def _forward(self, args, rounding_seed, output=True, exact=None) -> dict:
+        """The staged forward of these arguments, kept when deterministic so that the gradients go on from it.
+
+        check_port asks for the output and then for the gradients of the same arguments (float64
+        copies for the oracle, the inputs as they are for the naive run): each forward runs once.
+        """
+        x, keywords = self._keywords(args)
+        dtype = None if np.asarray(x).dtype == np.float64 else x.dtype
+        if rounding_seed is not None:  # a random run's stages draw as they go: nothing to keep
+            return layer_forward(x, **keywords, dtype=dtype, rounding_seed=rounding_seed, output=output, exact=exact)
+        key = str(np.asarray(x).dtype)
+        kept = self._forwards.get(key)
+        if kept is not None and _same_arrays(kept[0], args):
+            return kept[1]
+        state = layer_forward(x, **keywords, dtype=dtype)
+        self._forwards[key] = (tuple(np.array(a, copy=True) for a in args), state)
+        return state
+
+    @repeats_at_once
     def reference(self, *args, rounding_seed=None) -> np.ndarray:
         """The float64 oracle of these arguments (the naive computation when they are not float64).
 
-        ``rounding_seed``: the naive computation with random rounding (:mod:`xattn.numerics.drift`).
+        ``rounding_seed``: the naive computation with random rounding (:mod:`xattn.numerics.naive`;
+        a tuple of seeds: the list of those runs).
         """
-        x, keywords = self._keywords(args)
-        return layer_reference(x, **keywords, dtype=None if np.asarray(x).dtype == np.float64 else x.dtype,
-                               rounding_seed=rounding_seed)
+        if isinstance(rounding_seed, tuple):
+            x, keywords = self._keywords(args)
+            exact = {}  # the chunks' shared products
+            chunks = seed_chunks(rounding_seed, x, keywords["kv"], keywords["wq"])
+            outs = run_chunks(lambda chunk: forward_output(self._forward(args, chunk, exact=exact)), chunks)
+            return [out for chunk_outs in outs for out in chunk_outs]
+        return forward_output(self._forward(args, rounding_seed))
 
+    @repeats_at_once
     def reference_vjp(self, *args, cotangent, rounding_seed=None) -> tuple[np.ndarray, ...]:
-        """The float64 gradients of ⟨out, cotangent⟩ for every argument, in argument order."""
-        x, keywords = self._keywords(args)
-        grads = reference_vjp(x, **keywords, cotangent=cotangent, rounding_seed=rounding_seed,
-                              dtype=None if np.asarray(x).dtype == np.float64 else x.dtype)
+        """The float64 gradients of ⟨out, cotangent⟩ for every argument, in argument order.
+
+        A tuple of seeds gives the list of those random-rounding runs, each holding only the
+        gradients small enough to need repeats (None for the others).
+        """
+        if isinstance(rounding_seed, tuple):
+            x, keywords = self._keywords(args)
+            weights = [keywords[name] for name in ("wq", "wk", "wv", "wo")]
+            biases = [keywords.get(name) for name in BIASES]
+            wanted = repeated_gradients(x, keywords["kv"], weights, biases)
+            exact = {}  # the chunks' shared products
+
+            def run(chunk):
+                state = self._forward(args, chunk, output="wo" in wanted, exact=exact)
+                return layer_backward(state, cotangent, cross=self.cross, wanted=wanted)
+
+            chunks = seed_chunks(rounding_seed, x, keywords["kv"], keywords["wq"])
+            runs = []
+            for chunk, grads in zip(chunks, run_chunks(run, chunks)):
+                runs += [tuple(grads[name][index] if name in grads else None for name in self.names)
+                         for index in range(len(chunk))]
+            return runs
+        grads = layer_backward(self._forward(args, rounding_seed), cotangent, cross=self.cross)
         return tuple(grads[name] for name in self.names)
+
+
+def _same_arrays(kept, args) -> bool:
+    return len(kept) == len(args) and all(
+        np.shape(a) == b.shape and np.asarray(a).dtype == b.dtype and np.array_equal(a, b) for a, b in zip(args, kept))
 
 
 def layer_function(layer, *, causal=None, key_lengths=None, cross=False) -> LayerFunction:

@@ -80,6 +80,12 @@ def ulp_distance(actual, expected, dtype: str) -> np.ndarray:
     return np.where(same_sign, np.abs(a_mag - e_mag).astype(np.float64), a_mag.astype(np.float64) + e_mag)
 
 
+def max_abs_error(actual, expected) -> float:
+    """:func:`drift_metrics`' ``max_abs_err`` alone (all a budget's naive runs need): NaN where nothing is finite."""
+    a, e, _ = finite_pair(actual, expected)
+    return float(np.abs(a - e).max()) if a.size else float("nan")
+
+
 def drift_metrics(actual, expected, dtype: str, *, equal_nan: bool = True) -> DriftMetrics:
     """Metrics of ``actual`` (any float array) against ``expected`` (float64), ULPs in ``dtype``.
 

@@ -21,48 +21,48 @@ import inspect
 import numpy as np
 
 from xattn.numerics.layer_oracle import layer_reference
-from xattn.numerics.stages import stage_rounding
+from xattn.numerics.stages import MAX_NAIVE_RUNS, NAIVE_DRAWS, naive_run_count, repeats_at_once, stage_rounding
 
 __all__ = [
     "MAX_NAIVE_RUNS", "NAIVE_DRAWS", "naive_attention", "naive_repeats", "naive_run_count", "naive_runs",
-    "stage_rounding", "takes_rounding_seed",
+    "repeats_at_once", "stage_rounding", "takes_rounding_seed",
 ]
 
-#: Rounding-error draws (elements x runs) the naive error is the worst of; see :func:`naive_run_count`.
-NAIVE_DRAWS = 4096
 
-
-#: The most naive runs one budget takes (the deterministic run included).
-MAX_NAIVE_RUNS = 64
-
-
-def naive_run_count(size: int) -> int:
-    """Naive runs for an output of ``size`` elements: :data:`NAIVE_DRAWS` draws, 1 to :data:`MAX_NAIVE_RUNS` runs."""
-    return max(1, min(MAX_NAIVE_RUNS, -(-NAIVE_DRAWS // max(int(size), 1))))
-
-
-def naive_runs(naive, size: int, dtype: str | None = None) -> list:
+def naive_runs(naive, size: int, dtype: str | None = None, *, at_once: bool = False) -> list:
     """``[naive(None), naive(1), ...]``: the deterministic naive run and its random-rounding repeats.
 
     ``naive(seed)`` computes the naive output with ``rounding_seed=seed``; ``size`` is the number
     of elements of the smallest output that will be judged (:func:`naive_run_count`). A float64 run
-    is never perturbed, so it gets one run.
+    is never perturbed, so it gets one run. ``at_once``: ``naive`` takes the tuple of every repeat's
+    seed and returns their list (xattn's own references, :func:`repeats_at_once`).
     """
     count = 1 if dtype == "float64" else naive_run_count(size)
-    return [naive(None)] + [naive(seed) for seed in range(1, count)]
+    seeds = tuple(range(1, count))
+    if at_once:
+        return [naive(None), *(naive(seeds) if seeds else [])]
+    return [naive(None)] + [naive(seed) for seed in seeds]
 
 
 def naive_repeats(reference, first, repeat) -> list:
     """The random-rounding repeats of a naive run ``first`` (its output arrays) by a user's ``reference``.
 
     ``repeat(seed)`` calls the reference with ``rounding_seed=seed``, for seeds 1, 2...: as many as
-    the smallest output needs (:func:`naive_run_count`). None for a reference without that keyword
-    (:func:`takes_rounding_seed`) or for a float64 run, which is never perturbed.
+    the smallest output needs (:func:`naive_run_count`), one call each, or one call with the tuple
+    of them for a reference that computes them at once (:func:`repeats_at_once`; its runs may hold
+    only the outputs that need repeats, ``None`` or no key in place of the others). None for a
+    reference without that keyword (:func:`takes_rounding_seed`) or for a float64 run, which is
+    never perturbed.
     """
     arrays = [np.asarray(array) for array in first]
     if not arrays or not takes_rounding_seed(reference) or all(a.dtype == np.float64 for a in arrays):
         return []
-    return [repeat(seed) for seed in range(1, naive_run_count(min(a.size for a in arrays)))]
+    seeds = tuple(range(1, naive_run_count(min(a.size for a in arrays))))
+    if not seeds:
+        return []
+    if getattr(reference, "repeats_at_once", False):
+        return list(repeat(seeds))
+    return [repeat(seed) for seed in seeds]
 
 
 def takes_rounding_seed(fn) -> bool:

@@ -12,6 +12,7 @@ import numpy as np
 
 from xattn.contract.shapes import attention_dims, default_scale
 from xattn.numerics.layer_oracle import attention_probs, contract, host_array, key_mask_BTS, layer_reference
+from xattn.numerics.stages import repeats_at_once
 
 
 def _f64(array) -> np.ndarray:
@@ -22,6 +23,7 @@ def _exact(array) -> np.ndarray:
     return array
 
 
+@repeats_at_once
 def reference(x, wq, wk, wv, wo, *, kv=None, causal=False, key_lengths=None, scale=None, dtype=None,
               rounding_seed=None) -> np.ndarray:
     """Exact multi-head attention of the contract in float64 (``dtype=None``): out (B,T,E).
@@ -30,7 +32,8 @@ def reference(x, wq, wk, wv, wo, *, kv=None, causal=False, key_lengths=None, sca
     computation in that dtype instead, returned in it: every stage (the projections, Q·Kᵀ, the
     scaling, the softmax, P·V, the output projection) accumulated in float32 and rounded to
     ``dtype``, as an eager framework rounds every op's output; ``rounding_seed``: at random
-    (:func:`xattn.numerics.stages.stage_rounding`). :func:`xattn.layer_reference` without biases.
+    (:func:`xattn.numerics.stages.stage_rounding`; a tuple of seeds: the list of those runs, at
+    once). :func:`xattn.layer_reference` without biases.
     """
     return layer_reference(x, wq, wk, wv, wo, kv=kv, causal=causal, key_lengths=key_lengths, scale=scale,
                            dtype=dtype, rounding_seed=rounding_seed)

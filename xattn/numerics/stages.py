@@ -22,6 +22,16 @@ from xattn.contract.spec import DTYPES, numpy_dtype
 #: ``NAIVE_DRAWS`` then), kept so that a seeded run repeats the bits it gave before.
 ROUNDING_STREAM = 4096
 
+#: Rounding-error draws (elements x runs) the naive error is the worst of; see :func:`naive_run_count`.
+NAIVE_DRAWS = 4096
+#: The most naive runs one budget takes (the deterministic run included).
+MAX_NAIVE_RUNS = 64
+
+
+def naive_run_count(size: int) -> int:
+    """Naive runs for an output of ``size`` elements: :data:`NAIVE_DRAWS` draws, 1 to :data:`MAX_NAIVE_RUNS` runs."""
+    return max(1, min(MAX_NAIVE_RUNS, -(-NAIVE_DRAWS // max(int(size), 1))))
+
 
 def run_dtype(dtype) -> np.dtype | None:
     """``dtype`` (a name of :data:`~xattn.contract.spec.DTYPES`, a NumPy or ml_dtypes dtype) as a NumPy dtype.
@@ -41,7 +51,17 @@ def run_dtype(dtype) -> np.dtype | None:
     return found
 
 
-def stage_rounding(dtype, seed: int | None = None):
+def repeats_at_once(reference):
+    """Mark ``reference`` as taking a tuple of seeds as ``rounding_seed`` and returning the list of those runs.
+
+    Such a reference computes its repeats together (xattn's own do, on BLAS, and only for the
+    outputs small enough to need them) instead of once per seed.
+    """
+    reference.repeats_at_once = True
+    return reference
+
+
+def stage_rounding(dtype, seed: int | tuple[int, ...] | None = None):
     """``(accumulation dtype, stage)``: how a naive computation in ``dtype`` rounds each stage's result.
 
     ``stage(array)`` rounds to ``dtype`` and returns the value in the accumulation dtype (float32,
@@ -49,12 +69,18 @@ def stage_rounding(dtype, seed: int | None = None):
     a ``seed`` it is random rounding instead: the result times ``1 + δ``, δ uniform in ±½ ulp
     (``eps/2``) and drawn afresh per element, then rounded; float64 runs are never perturbed (their
     naive run is the oracle itself).
+
+    A tuple of seeds rounds every seed's run at once (:func:`repeats_rounding`).
     """
+    if isinstance(seed, tuple):
+        return repeats_rounding(dtype, seed)
     run = run_dtype(dtype)
     if run is None or run == np.float64:
         return np.dtype(np.float64), lambda array: np.asarray(array, np.float64)
     acc = np.dtype(np.float32)
     if seed is None:
+        if run == acc:  # a float32 result is its own rounding: one copy, not two
+            return acc, lambda array: np.array(array, dtype=acc)
         return acc, lambda array: np.asarray(array).astype(run).astype(acc)
     rng = np.random.default_rng([ROUNDING_STREAM, int(seed)])
     half_ulp = float(ml_dtypes.finfo(run).eps) / 2
@@ -62,6 +88,44 @@ def stage_rounding(dtype, seed: int | None = None):
     def stage(array):
         array = np.asarray(array, np.float64)
         return (array * (1.0 + rng.uniform(-half_ulp, half_ulp, array.shape))).astype(run).astype(acc)
+
+    return acc, stage
+
+
+#: Levels of δ in :func:`repeats_rounding`: from 8 random bits per element and stage.
+DITHER_LEVELS = 128
+
+
+def repeats_rounding(dtype, seeds: tuple[int, ...]):
+    """``(accumulation dtype, stage)`` rounding the runs of several ``seeds`` at once, one per leading index.
+
+    ``stage(array)`` takes an array whose first axis has length 1 (the same value for every run)
+    or ``len(seeds)`` (one per run) and returns one of length ``len(seeds)``: each run's slice
+    randomly rounded as :func:`stage_rounding` with that seed does, but in float32 arithmetic and
+    with δ = k·eps/256 for k an odd number from a random byte (uniform in ±½ ulp on 128 levels)
+    instead of a float64 draw: fewer and narrower memory passes, for the budget's repeats
+    (:mod:`xattn.numerics.naive`). Float64 runs are never perturbed.
+    """
+    run = run_dtype(dtype)
+    count = len(seeds)
+    if run is None or run == np.float64:
+        return np.dtype(np.float64), lambda array: np.broadcast_to(
+            np.asarray(array, np.float64), (count,) + np.shape(array)[1:]).copy()
+    acc = np.dtype(np.float32)
+    generators = [np.random.default_rng([ROUNDING_STREAM, int(seed)]) for seed in seeds]
+    step = acc.type(float(ml_dtypes.finfo(run).eps) / (2 * DITHER_LEVELS))
+
+    def stage(array):
+        array = np.asarray(array, acc)
+        shape = array.shape[1:]
+        size = int(np.prod(shape))
+        out = np.empty((count,) + shape, acc)
+        for index, generator in enumerate(generators):  # odd k in [-127, 127]: δ = k·eps/256
+            odd = np.bitwise_or(np.frombuffer(generator.bytes(size), np.int8), 1).reshape(shape)
+            np.multiply(odd, step, out=out[index], dtype=acc)
+        out *= array
+        out += array  # x·(1 + δ), rounded to float32 by the addition
+        return out if run == acc else out.astype(run).astype(acc)
 
     return acc, stage
 

@@ -112,6 +112,14 @@ def check_port(
     with the same budget and attribution (oracle: ``grad_reference``, or with ``reference="a"`` the
     float64 rerun's gradients; see :mod:`xattn.porting.gradients`).
     """
+    from xattn.numerics.blas import check_threads
+
+    with check_threads():  # NumPy's BLAS with one thread: two stall on each other whenever a core is taken
+        return _check_port(fn_a, fn_b, inputs, reference, names, frameworks, rtol, atol, grad, grad_reference,
+                           equal_nan)
+
+
+def _check_port(fn_a, fn_b, inputs, reference, names, frameworks, rtol, atol, grad, grad_reference, equal_nan):
     from xattn.bridge import to_numpy
 
     for side_name, fn in zip(RERUN_SIDES, (fn_a, fn_b)):
@@ -266,7 +274,7 @@ def _attributed(names, out_a, out_b, reference, host, dtype, rtol, atol, notes):
         if path not in oracle:
             raise ValueError(f"check_port: the reference returned no {path}; it returned {sorted(oracle)}")
         expected = np.asarray(oracle[path], dtype=np.float64)
-        leaf_runs = [run[path] for run in runs if path in run]
+        leaf_runs = [run[path] for run in runs if run.get(path) is not None]
         budget = reference_budget(leaf_runs, expected, dtype, rtol, atol)
         note = fallback_note(path, leaf_runs[0] if leaf_runs else None, dtype, budget)
         if note:

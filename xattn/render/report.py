@@ -176,6 +176,10 @@ def _render_tabular(report, tablefmt: str) -> str:
     budget = next((r.budget for r in report.results if r.budget is not None), None)
     if budget is not None:
         notes.append(_wrap("budget: ", f"max err <= {budget.describe()} ({budget.dtype}); see docs/comparator.md"))
+    if report.settings.threads_note:
+        notes.append(_wrap("threads: ", report.settings.threads_note))
+    machine = report.settings.machine or {}
+    notes += [_wrap("! ", warning) for warning in machine.get("warnings", ())]
     noisy = [f"{r.label} {r.timing.spread:.2f}" for r in report.results if r.timing is not None and r.timing.noisy]
     if noisy:
         notes.append(_wrap("! noisy: ", f"IQR/median >= {NOISE_THRESHOLD} when the time cap"

@@ -95,10 +95,27 @@ SPEC_SCHEMA = {
     },
 }
 
+#: How busy the machine was (:meth:`xattn.timing.MachineLoad.as_dict`): at ``env`` time, and while timing.
+LOAD_SCHEMA = {
+    "type": "object",
+    "required": ["cores", "seconds", "others_cores", "steal", "load_1m", "busy"],
+    "properties": {
+        "cores": {"type": "integer", "minimum": 1},
+        "seconds": {"type": "number", "minimum": 0},
+        "others_cores": _number,
+        "steal": _number,
+        "load_1m": _number,
+        "load_1m_per_core": _number,
+        "busy": {"type": "boolean"},
+        "warnings": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
 ENV_SCHEMA = {
     "type": "object",
-    "required": ["xattn", "python", "platform", "versions", "cpu", "devices", "threads", "numerics"],
+    "required": ["xattn", "python", "platform", "versions", "cpu", "load", "devices", "threads", "numerics"],
     "properties": {
+        "load": LOAD_SCHEMA,
         "versions": {"type": "object", "additionalProperties": _string},
         "threads": {"type": "object", "additionalProperties": {"type": "integer"}},
         "numerics": {"type": "object"},
@@ -121,7 +138,9 @@ REPORT_SCHEMA = {
         "spec": SPEC_SCHEMA,
         "settings": {
             "type": "object",
-            "required": ["backends", "variants", "device", "matmul_precision", "min_time_s", "max_time_s", "threads"],
+            "required": ["backends", "variants", "device", "matmul_precision", "min_time_s", "max_time_s", "threads",
+                         "machine", "threads_note"],
+            "properties": {"machine": {"oneOf": [{"type": "null"}, LOAD_SCHEMA]}, "threads_note": _string},
         },
         "results": {"type": "array", "items": RESULT_SCHEMA},
         "pairs": {"type": "array", "items": PAIR_SCHEMA},
