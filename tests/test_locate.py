@@ -48,7 +48,7 @@ def layer_of(name: str) -> str | None:
 
 # Seed 6 is one where a single naive run of the torch model underestimates what rounding does to
 # the six classifier logits: a budget from it with a floor of one rounding step false-alarms there
-# (err/bud 1.16); check_port's floor of OWN_RUN_ULPS steps and the jiggled reruns each cover it.
+# (err/bud 1.16); check_port's floor of PORT_ULPS steps and the jiggled reruns each cover it.
 @pytest.mark.parametrize("seed", [0, 1, 6])
 def test_a_correct_port_locates_nothing(seed):
     torch_model, nnx_model, ids, mask = encoder_pair(seed)
@@ -136,7 +136,7 @@ def test_assert_ok_raises_with_the_table():
 @pytest.mark.parametrize("seed", [0, 5, 9])
 def test_jiggled_reruns_keep_an_output_far_smaller_than_its_terms_within_budget(seed):
     # head_a(h) - head_b(h) with heads alike to 1e-3: the output's rounding error is hundreds of its
-    # own ulps, on four elements. A budget from the single naive run (floor OWN_RUN_ULPS) false-alarms
+    # own ulps, on four elements. A budget from the single naive run (floor PORT_ULPS) false-alarms
     # on these seeds (err/bud 1.04, 3.42, 5.26; 16 of 30 seeds measured); the worst of 64 jiggled
     # reruns does not, and a port whose head_b bias is off by 1% of the output is still found there.
     require_backend("torch")

@@ -279,3 +279,28 @@ def test_half_precision_gradients_are_judged_against_reference_vjp_in_the_run_dt
     wrong = xattn.check_port(*_grad_ports(scale=1.0), inputs.x, *inputs.weights(), **options)
     over = {pair.output for pair in wrong.pairs if pair.over_budget == ("jax_port",)}
     assert {"out", "grad/x", "grad/wq", "grad/wk"} <= over, str(wrong)
+
+
+def test_a_library_whose_elementary_functions_are_a_few_ulps_off_is_not_a_false_alarm():
+    """jnp.tanh is up to ~4.5 float32 ulps off where np.tanh is correctly rounded: still a correct port."""
+    require_backend("jax")
+    require_backend("torch")
+    import jax.numpy as jnp
+    import torch
+
+    def jax_tanh(x):
+        return jnp.tanh(x)
+
+    def torch_tanh(x):
+        return torch.tanh(x)
+
+    def wrong_tanh(x):  # a port that scales its input by 1 + 2^-18: up to ~28 float32 ulps at tanh's scale
+        return torch.tanh(x * (1 + 2**-18))
+
+    for seed in range(5):
+        x = (2 * np.random.default_rng(seed).standard_normal((64, 64))).astype(np.float32)
+        right = xattn.check_port(jax_tanh, torch_tanh, x, reference=np.tanh)
+        assert right.ok, str(right)
+        assert right.sides[0].budget.ulps == 8 and right.sides[0].budget_use > 0.1, str(right)
+        wrong = xattn.check_port(jax_tanh, wrong_tanh, x, reference=np.tanh)
+        assert wrong.pairs[0].over_budget == ("wrong_tanh",), str(wrong)

@@ -7,7 +7,8 @@ dominated by the B·H·T·S logits, so each is written as bytes per logit plus i
 
 - NumPy (measured with ``tracemalloc``, tests/test_memory.py holds the estimate above it): the
   oracle and naive runs hold about 28 bytes per logit (three float64 B·H·T·S buffers and a
-  float32 one) and 9 per B·T·S mask element; with gradients, 40 and 12.
+  float32 one) and 9 per B·T·S mask element; with gradients, 52 and 12 (the backward's random-rounding
+  repeats run at once, a chunk of seeds per core: up to 55 per logit measured).
 - Variants (:data:`VARIANT_PEAKS`, from docs/performance.md's peak column at the seed shape): a
   variant that materialises the logits holds 2-4 buffers of them (softmax in float32 for 16-bit
   dtypes), a blocked one a few key or query blocks of 128, a tiled one a few 2 MiB tiles; all hold
@@ -35,8 +36,8 @@ from xattn.errors import MemoryLimitError
 DEFAULT_SHARE = 0.75
 #: Bytes per logit (B·H·T·S element) and per mask element (B·T·S) of the float64 oracle and naive runs.
 ORACLE_BYTES = (28, 9)
-#: The same with gradients (the oracle's and the naive run's backward).
-GRAD_ORACLE_BYTES = (40, 12)
+#: The same with gradients (the oracle's and the naive runs' backward, repeats at once in per-core chunks).
+GRAD_ORACLE_BYTES = (52, 12)
 #: Rows of keys (queries) per block of the blocked (tiled) variants, and JAX's tile size in bytes.
 BLOCK, TILE_BYTES = 128, 2 * 2**20
 #: A variant's gradients hold its forward residuals and their cotangents: this times its forward figure.

@@ -19,18 +19,19 @@ from xattn.numerics.naive import naive_run_count
 
 #: The budget's multiplier on the naive computation's error (FlashAttention's tests use 2).
 NAIVE_FACTOR = 2.0
-#: Rounding steps in the floor of a budget whose naive run is one side's own deterministic run
-#: (check_port's ``reference="a"``), per run dtype. That run is one sample of rounding, from one
-#: library, and another library's functions may be several ulps off where the first is correctly
-#: rounded (float32 tanh on this CPU: torch 0.51 ulp, jax.numpy 4.46 ulps, over 10^6 draws of
-#: N(0, 4)). Measured on tests/test_port_models.py's encoder (torch vs nnx, float32, 100 seeds):
-#: the port's error reached 2× the oracle side's own + 4.9 steps; with 8, the worst correct port
-#: used 0.70 of its budget, and a LayerNorm epsilon of 2e-5 for 1e-5 was still caught in 100 of
-#: 100. Half-precision ops compute in float32 and round once to 16 bits, which hides those float32
-#: ulps: one step is the floor there (50 seeds each of float16 and bfloat16: no false alarm, worst
-#: 0.65 of the budget; with 2 steps, an epsilon of 1e-2 for 1e-5 was caught 9 times of 50 in
-#: bfloat16 instead of 21).
-OWN_RUN_ULPS = {"float64": 8, "float32": 8, "float16": 1, "bfloat16": 1}
+#: Rounding steps in the floor of every check_port (and locate) budget, per run dtype. A port's
+#: naive run — a user's NumPy reference, or one side's own run with ``reference="a"`` — comes from one
+#: library, and another library's elementary functions may be several ulps off where the first is
+#: correctly rounded (float32 tanh on this CPU: NumPy and torch 0.5 ulp, jax.numpy 4.46 ulps, over
+#: 10^6 draws of N(0, 4)); with one step, a correct ``jnp.tanh`` port against ``np.tanh`` failed 10
+#: seeds of 10 (err/bud 1.13). Measured on tests/test_port_models.py's encoder (torch vs nnx,
+#: float32, 100 seeds): the port's error reached 2× the oracle side's own + 4.9 steps; with 8, the
+#: worst correct port used 0.70 of its budget, and a LayerNorm epsilon of 2e-5 for 1e-5 was still
+#: caught in 100 of 100. Half-precision ops compute in float32 and round once to 16 bits, which hides
+#: those float32 ulps: one step is the floor there (50 seeds each of float16 and bfloat16: no false
+#: alarm, worst 0.65 of the budget; with 2 steps, an epsilon of 1e-2 for 1e-5 was caught 9 times of
+#: 50 in bfloat16 instead of 21). ``xattn compare`` keeps one step: both sides are xattn's variants.
+PORT_ULPS = {"float64": 8, "float32": 8, "float16": 1, "bfloat16": 1}
 
 
 #: torch.testing.assert_close's default (rtol, atol) per dtype: the fallback budget.
@@ -60,7 +61,7 @@ class Budget:
     atol: float | None = None
     #: How many naive runs ``naive_max_abs_err`` is the worst of (1: the deterministic run alone).
     naive_runs: int | None = None
-    #: How many rounding steps the floor holds (:data:`OWN_RUN_ULPS` of the dtype for a side's own run, else 1).
+    #: How many rounding steps the floor holds (:data:`PORT_ULPS` of the dtype for a side's own run, else 1).
     ulps: int = 1
 
     def describe(self) -> str:
@@ -88,7 +89,7 @@ def naive_budget(naive_output, expected, dtype: str, ulps: int = 1) -> Budget:
     ``naive_output``: one run's output, or a list of runs (the deterministic one first, then its
     random-rounding repeats): the naive error is the worst of the first
     ``naive_run_count(expected.size)`` of them, about :data:`NAIVE_DRAWS` draws. ``ulps``: rounding
-    steps in the floor (:data:`OWN_RUN_ULPS` of the dtype where the naive run is a side's own run).
+    steps in the floor (:data:`PORT_ULPS` of the dtype where the naive run is a side's own run).
     """
     runs = list(naive_output) if isinstance(naive_output, (list, tuple)) else [naive_output]
     runs = runs[:naive_run_count(np.asarray(expected).size)]

@@ -24,7 +24,7 @@ import numpy as np
 from xattn.backends.calls import FRAMEWORK_NAMES, OUTPUT, call, is_array
 from xattn.bridge.trees import leaves, map_leaves
 from xattn.errors import PortCallError
-from xattn.numerics.budget import OWN_RUN_ULPS, reference_budget
+from xattn.numerics.budget import PORT_ULPS, reference_budget
 from xattn.numerics.judge import OK
 from xattn.porting import modules
 from xattn.porting.infer import guess_framework
@@ -153,7 +153,7 @@ def _check_port(fn_a, fn_b, inputs, reference, names, frameworks, rtol, atol, gr
         rerun = (index, _float64_version(reference, (fn_a, fn_b)[index], names[index]))
         sides, pairs = _rerun_attributed(names, rerun, frameworks[index], (out_a, out_b)[index], out_a, out_b, host,
                                          dtype, rtol, atol, notes)
-        steps = OWN_RUN_ULPS[dtype]
+        steps = PORT_ULPS[dtype]
         basis = (f"each against {names[index]}'s float64 rerun, within twice {names[index]}'s own error in"
                  f" {dtype} (the naive run) + {steps} ulp{'s' if steps > 1 else ''}")
     else:
@@ -225,7 +225,7 @@ def _rerun_attributed(names, rerun, framework, own, out_a, out_b, host, dtype, r
                 f" got {expected.dtype.name}: it computes in a fixed narrower dtype somewhere (a dtype= argument?)."
                 " Pass reference= a NumPy float64 function instead")
         budget = reference_budget([own[path]], np.asarray(expected, np.float64), dtype, rtol, atol,
-                                  OWN_RUN_ULPS[dtype])
+                                  PORT_ULPS[dtype])
         if budget.method == "tolerance" and is_floating(own[path]):
             notes.append(f"budget {path}: {names[index]}'s own run gave {own[path].dtype.name}, not the run dtype"
                          f" {dtype}, so torch.testing's tolerance stands in")
@@ -275,7 +275,7 @@ def _attributed(names, out_a, out_b, reference, host, dtype, rtol, atol, notes):
             raise ValueError(f"check_port: the reference returned no {path}; it returned {sorted(oracle)}")
         expected = np.asarray(oracle[path], dtype=np.float64)
         leaf_runs = [run[path] for run in runs if run.get(path) is not None]
-        budget = reference_budget(leaf_runs, expected, dtype, rtol, atol)
+        budget = reference_budget(leaf_runs, expected, dtype, rtol, atol, PORT_ULPS[dtype])
         note = fallback_note(path, leaf_runs[0] if leaf_runs else None, dtype, budget)
         if note:
             notes.append(note)

@@ -8,7 +8,7 @@ and each pair is judged as check_port judges an output, by :func:`xattn.porting.
   (:func:`xattn.porting.modules.float64_version`), gives every intermediate's oracle;
 - its own run in the run dtype is the naive run behind each intermediate's budget
   (:func:`xattn.numerics.budget.reference_budget`), with check_port's floor for a side's own run
-  (:data:`~xattn.numerics.budget.OWN_RUN_ULPS` rounding steps: another library's functions may be
+  (:data:`~xattn.numerics.budget.PORT_ULPS` rounding steps: another library's functions may be
   a few ulps off where the reference's are correctly rounded), repeated with every submodule's
   output re-rounded at random (:func:`xattn.porting.capture.jiggled`) where an intermediate is
   small, as :mod:`xattn.numerics.naive` repeats a NumPy reference: one run is one draw of
@@ -30,7 +30,7 @@ import numpy as np
 
 from xattn.backends.calls import arguments, is_array
 from xattn.backends.frameworks import side
-from xattn.numerics.budget import OWN_RUN_ULPS, reference_budget
+from xattn.numerics.budget import PORT_ULPS, reference_budget
 from xattn.numerics.judge import OK
 from xattn.numerics.naive import naive_run_count
 from xattn.porting.capture import capture
@@ -178,7 +178,7 @@ def _judged(calls, leaves, how, index, oracle, naive, names, dtype, rtol, atol) 
     runs_here = [outputs[leaf] for outputs in (dict(run[order].outputs) for run in naive) if leaf in outputs]
     # judged in the dtype the reference computes this intermediate in (an integer one: exactly)
     leaf_dtype = runs_here[0].dtype.name if is_floating(runs_here[0]) else dtype
-    budget = reference_budget(runs_here, expected, leaf_dtype, rtol, atol, OWN_RUN_ULPS[leaf_dtype])
+    budget = reference_budget(runs_here, expected, leaf_dtype, rtol, atol, PORT_ULPS[leaf_dtype])
     rows, pair = judge_pair(shown[index], names, values[0], values[1], expected, leaf_dtype, budget)
     return Located(shown, how, values[0].shape, tuple(rows), pair, calls[1 - index].order)
 
