@@ -35,7 +35,8 @@ FRAMEWORK_MODULES = (
     "xattn.layers.torch_layer",
 )
 FRAMEWORKS = ("jax", "jaxlib", "flax", "equinox", "torch")
-#: Files (``__init__.py`` included) that may sit directly in ``xattn/``: everything else goes into a part.
+#: Files (``__init__.py`` included) that may sit directly in ``xattn/``, the entry packages counted
+#: among them: everything else goes into a part.
 MOST_TOP_LEVEL_MODULES = 12
 
 
@@ -190,10 +191,12 @@ LAYERS = (
 )
 LEAVES = ("xattn._compat", "xattn._environ", "xattn._version", "xattn.errors", "xattn.timing")
 ENTRY_POINTS = ("xattn", "xattn.__main__", "xattn.api", "xattn.cli", "xattn.testing")
+#: Entry points that are packages: every module inside one sits at the entry level too (the CLI's commands).
+ENTRY_PACKAGES = ("xattn.cli",)
 
 
 def part_of(module: str) -> str:
-    if module in ENTRY_POINTS:
+    if module in ENTRY_POINTS or module.startswith(tuple(f"{package}." for package in ENTRY_PACKAGES)):
         return "entry"
     return module.split(".")[1]
 
@@ -227,8 +230,11 @@ def test_imports_point_down_the_parts():
 def test_the_layer_check_finds_an_upward_import():
     graph = {"xattn.numerics.drift": {"xattn.comparison.results": 3}, "xattn.comparison.results": {},
              "xattn.render.report": {"xattn.backends.env": 7}, "xattn.backends.env": {},
-             "xattn.timing": {"xattn.numerics.drift": 1}}
+             "xattn.timing": {"xattn.numerics.drift": 1},
+             "xattn.cli": {"xattn.cli.run": 2}, "xattn.cli.options": {}, "xattn.layers.check": {"xattn.cli.options": 9},
+             "xattn.cli.run": {"xattn.cli.options": 4, "xattn.comparison.sweeper": 5}}
     assert layer_violations(graph) == [
+        "xattn.layers.check:9 (layers) imports xattn.cli.options (entry)",
         "xattn.numerics.drift:3 (numerics) imports xattn.comparison.results (comparison)",
         "xattn.render.report:7 (render) imports xattn.backends.env (backends)",
         "xattn.timing imports xattn.numerics.drift (a leaf imports nothing of xattn)",
@@ -321,7 +327,10 @@ def test_every_core_module_imports_without_a_framework():
 
 
 def test_the_top_level_holds_at_most_a_dozen_modules():
-    top = sorted(path.name for path in PACKAGE_DIR.glob("*.py"))
+    entry_packages = [PACKAGE_DIR / package.split(".", 1)[1] for package in ENTRY_PACKAGES]
+    stale = [str(path) for path in entry_packages if not (path / "__init__.py").is_file()]
+    assert not stale, f"ENTRY_PACKAGES names packages that no longer exist: {stale}; remove or rename them"
+    top = sorted(path.name for path in PACKAGE_DIR.glob("*.py")) + [f"{path.name}/" for path in entry_packages]
     assert len(top) <= MOST_TOP_LEVEL_MODULES, (
         f"expected at most {MOST_TOP_LEVEL_MODULES} modules directly in xattn/; got {len(top)}: {top}."
         " Move a module into the part (subpackage) it belongs to"

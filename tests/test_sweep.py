@@ -268,7 +268,7 @@ def test_missing_matplotlib_is_a_usage_error_naming_the_extra_before_running(tmp
 
 
 def test_progress_bar_on_a_terminal_names_the_current_point(monkeypatch):
-    from xattn import cli
+    from xattn.cli.run import _progress
 
     class Terminal(io.StringIO):
         def isatty(self):
@@ -276,7 +276,7 @@ def test_progress_bar_on_a_terminal_names_the_current_point(monkeypatch):
 
     terminal = Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
-    with cli._progress(3) as progress:
+    with _progress(3) as progress:
         progress(0, 3, "seq=8")
         progress(1, 3, "seq=16")
     text = terminal.getvalue()
