@@ -49,3 +49,16 @@ def require_equinox():
             pytest.fail(f"XATTN_REQUIRE_BACKENDS demands jax, and tox installs equinox with it: {error}")
         pytest.skip(f"equinox is not installed: pip install 'xattn[equinox]' ({error})")
     return equinox
+
+
+class Scaled:
+    """A built variant whose output (and so every gradient) is ``factor`` times the right one: a port bug."""
+
+    def __init__(self, fn, factor: float = 2.0):
+        self.fn, self.factor = fn, factor
+
+    def compile(self, *args):
+        return self
+
+    def __call__(self, *args):
+        return self.fn(*args) * self.factor

@@ -14,7 +14,7 @@ from xattn import _compat
 from xattn.cli import main
 from xattn.render.schema import REPORT_SCHEMA
 
-from conftest import require_backend
+from conftest import Scaled, require_backend
 
 #: A tiny problem and no timed loop: these tests check behaviour, not speed.
 TINY = ["--batch", "1", "--q-len", "8", "--embed", "16", "--heads", "2", "--no-timing"]
@@ -74,18 +74,8 @@ def test_exit_1_when_a_row_drifts(monkeypatch):
     require_backend("jax")
     real = xattn.backends.registry.build
 
-    class Doubled:
-        def __init__(self, fn):
-            self.fn = fn
-
-        def compile(self, *args):
-            return self
-
-        def __call__(self, *args):
-            return self.fn(*args) * 2
-
     monkeypatch.setattr(xattn.backends.registry, "build",
-                        lambda backend, variant, **o: Doubled(real(backend, variant, **o)))
+                        lambda backend, variant, **o: Scaled(real(backend, variant, **o)))
     result = run("compare", "--backends", "jax", "--variants", "einsum", *TINY)
     assert result.exit_code == 1
     assert "drift" in result.output and "not ok: jax/einsum" in result.output

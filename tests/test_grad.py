@@ -7,7 +7,7 @@ import xattn
 from xattn.contract.spec import AttentionSpec, make_inputs
 from xattn.numerics.layer_oracle import reference_vjp
 
-from conftest import require_backend
+from conftest import Scaled, require_backend
 
 SPEC = AttentionSpec(batch=2, q_len=6, embed=8, heads=2, kv_heads=1, causal=True, key_lengths=(4, 6))
 DATA = make_inputs(SPEC)
@@ -134,19 +134,6 @@ def test_reference_vjp_naive_run_stays_in_the_run_dtype():
         assert np.abs(naive[name] - exact[name]).max() < 1e-5 * max(1.0, np.abs(exact[name]).max()), name
 
 
-class _ScaledGradients:
-    """A variant whose output, and so every gradient, is 1.001 times the right one: a port bug."""
-
-    def __init__(self, fn):
-        self.fn = fn
-
-    def compile(self, *args):
-        return self
-
-    def __call__(self, *args):
-        return self.fn(*args) * 1.001
-
-
 def test_compare_grad_judges_and_pairs_gradient_rows_like_output_rows(monkeypatch):
     require_backend("jax")
     require_backend("torch")
@@ -156,7 +143,7 @@ def test_compare_grad_judges_and_pairs_gradient_rows_like_output_rows(monkeypatc
 
     def build(backend, variant, **options):
         fn = real(backend, variant, **options)
-        return _ScaledGradients(fn) if (backend, variant) == ("jax", "packed") else fn
+        return Scaled(fn, 1.001) if (backend, variant) == ("jax", "packed") else fn
 
     monkeypatch.setattr(registry, "build", build)
     spec = SPEC.replace(kv_len=None)

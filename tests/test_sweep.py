@@ -18,7 +18,7 @@ from xattn.comparison.sweeper import sweep_points
 from xattn.contract.spec import AttentionSpec
 from xattn.render.schema import REPORT_SCHEMA, SWEEP_SCHEMA
 
-from conftest import REQUIRED, require_backend
+from conftest import REQUIRED, Scaled, require_backend
 
 SMALL = AttentionSpec(batch=1, q_len=8, embed=16, heads=2)
 #: A tiny problem and tiny time caps: these tests check behaviour, not speed.
@@ -214,19 +214,9 @@ def test_exit_1_when_a_row_drifts_at_one_point(monkeypatch):
     require_backend("jax")
     real = xattn.backends.registry.build
 
-    class Doubled:
-        def __init__(self, fn):
-            self.fn = fn
-
-        def compile(self, *args):
-            return self
-
-        def __call__(self, *args):
-            return self.fn(*args) * 2
-
     def build(backend, variant, **options):
         fn = real(backend, variant, **options)
-        return Doubled(fn) if options["causal"] else fn
+        return Scaled(fn) if options["causal"] else fn
 
     monkeypatch.setattr(xattn.backends.registry, "build", build)
     result = run("sweep", "--backends", "jax", "--variants", "einsum", "--seq", "8,16", *TINY, "--no-timing",
