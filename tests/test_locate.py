@@ -242,3 +242,26 @@ def test_a_model_under_jit_says_to_call_it_without():
 
     with pytest.raises(ValueError, match="traced value from .*without jit"):
         xattn.locate(torch_model, Jitted(mlp.nnx_mlp_renamed(torch_model)), x)
+
+
+def test_a_port_whose_output_cannot_be_judged_is_never_ok():
+    """No pair over budget proves nothing when the models' own outputs differ in shape or never pair."""
+    from flax import nnx
+
+    mlp, torch_model, x = mlp_models()
+
+    class Truncated(nnx.Module):  # a wrong port: its output drops a column
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __call__(self, x):
+            return self.inner(x)[:, :2]
+
+    report = xattn.locate(torch_model, Truncated(mlp.nnx_mlp_renamed(torch_model)), x)
+    assert report.first is None and not report.ok, str(report)
+    assert any("(root)" in reason for reason in report.unjudged), report.unjudged
+    assert "verdict: NOT OK, proves nothing" in str(report)
+    with pytest.raises(AssertionError):
+        report.assert_ok()
+    right = xattn.locate(torch_model, mlp.nnx_mlp_renamed(torch_model), x)
+    assert right.ok and right.unjudged == (), str(right)

@@ -38,6 +38,9 @@ from xattn.bridge.trees import leaves
 #: Path separator each kind's own tools print (``named_modules``, flax's scope paths, attribute access).
 SEPARATOR = {"torch": ".", "nnx": "/", "linen": "/", "equinox": "."}
 
+#: How a model itself (its own call, its outputs) is named in pairs and tables.
+ROOT = "(root)"
+
 
 @dataclasses.dataclass(frozen=True)
 class Call:
@@ -59,7 +62,7 @@ class Call:
     @property
     def name(self) -> str:
         """The path, ``(root)`` for the model itself, with ``#n`` for a module's call after its first."""
-        shown = self.path or "(root)"
+        shown = self.path or ROOT
         return shown if self.call == 0 else f"{shown}#{self.call}"
 
 

@@ -33,7 +33,7 @@ from xattn.backends.frameworks import side
 from xattn.numerics.budget import PORT_ULPS, reference_budget
 from xattn.numerics.judge import OK
 from xattn.numerics.naive import naive_run_count
-from xattn.porting.capture import capture
+from xattn.porting.capture import ROOT, capture
 from xattn.porting.modules import (
     FRAMEWORK_OF_KIND,
     MODULE_KINDS_TEXT,
@@ -104,8 +104,23 @@ class LocateReport:
         return next((pair for pair in self.pairs if pair.over), None)
 
     @property
+    def unjudged(self) -> tuple[str, ...]:
+        """Why a report with no pair over budget still proves nothing: the models' own outputs unjudged.
+
+        A pair that could not be compared (shapes differ) or a model output that paired with nothing
+        is a difference locate cannot weigh, so it is never taken for agreement.
+        """
+        found = [f"not compared: {line}" for line in self.not_compared]
+        found += [f"unmatched in {name}: {leaf}" for name, left in zip(self.names, self.unmatched)
+                  for leaf in left if leaf.startswith(ROOT)]
+        if not any(pair.names[0].startswith(ROOT) and pair.names[1].startswith(ROOT) for pair in self.pairs):
+            found.append("the models' own outputs were never paired and judged")
+        return tuple(dict.fromkeys(found))
+
+    @property
     def ok(self) -> bool:
-        return self.first is None
+        """No pair over budget, and the models' outputs themselves judged (see :attr:`unjudged`)."""
+        return self.first is None and not self.unjudged
 
     def assert_ok(self) -> "LocateReport":
         if not self.ok:

@@ -56,4 +56,6 @@ def render_locate_report(report) -> str:
             lines.append(_wrap(f"unmatched in {name} ({len(left)}): ", ", ".join(left)))
     lines += [_wrap("not compared: ", line) for line in report.not_compared]
     lines += [_wrap("", note) for note in report.notes]
+    if first is None and report.unjudged:
+        lines.append(_wrap("verdict: NOT OK, proves nothing: ", "; ".join(report.unjudged)))
     return "\n".join(lines) + "\n"
