@@ -62,3 +62,13 @@ class Scaled:
 
     def __call__(self, *args):
         return self.fn(*args) * self.factor
+
+
+def cli_runner():
+    """click's CliRunner with standard output and standard error kept apart (``result.stdout``, ``.stderr``)."""
+    from click.testing import CliRunner
+
+    try:
+        return CliRunner(mix_stderr=False)  # click < 8.2 mixes them unless told not to
+    except TypeError:
+        return CliRunner()  # click >= 8.2 always keeps them apart

@@ -17,12 +17,11 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from xattn.cli import main
 from xattn.render.schema import CHECK_SCHEMA
 
-from conftest import require_backend
+from conftest import cli_runner, require_backend
 
 PORTS = '''
 import math
@@ -112,7 +111,7 @@ def workdir(tmp_path, monkeypatch):
 
 
 def check(*args):
-    return CliRunner().invoke(main, ["check", *args])
+    return cli_runner().invoke(main, ["check", *args])
 
 
 def test_a_correct_port_passes_with_the_reference_and_says_how_it_bound(workdir):

@@ -9,7 +9,6 @@ import textwrap
 
 import jsonschema
 import pytest
-from click.testing import CliRunner
 
 import xattn
 import xattn.backends.registry
@@ -18,7 +17,7 @@ from xattn.comparison.sweeper import sweep_points
 from xattn.contract.spec import AttentionSpec
 from xattn.render.schema import REPORT_SCHEMA, SWEEP_SCHEMA
 
-from conftest import REQUIRED, Scaled, require_backend
+from conftest import REQUIRED, Scaled, cli_runner, require_backend
 
 SMALL = AttentionSpec(batch=1, q_len=8, embed=16, heads=2)
 #: A tiny problem and tiny time caps: these tests check behaviour, not speed.
@@ -42,11 +41,7 @@ def require_matplotlib():
 
 def run(*args):
     """Invoke the CLI with standard output and standard error kept apart (``result.stdout``, ``result.stderr``)."""
-    try:
-        runner = CliRunner(mix_stderr=False)  # click < 8.2 mixes them unless told not to
-    except TypeError:
-        runner = CliRunner()  # click >= 8.2 always keeps them apart
-    return runner.invoke(main, list(args), catch_exceptions=False)
+    return cli_runner().invoke(main, list(args), catch_exceptions=False)
 
 
 # ------------------------------------------------------------------------- the grid (no framework)
@@ -240,7 +235,7 @@ def test_exit_1_when_a_row_drifts_at_one_point(monkeypatch):
     (["--seq", "8,16", "--min-time", "2", "--max-time", "1"], "expected at least --min-time"),
 ])
 def test_usage_errors_exit_2_before_anything_runs(args, message):
-    result = CliRunner().invoke(main, ["sweep", "--batch", "1", "--embed", "16", "--heads", "2", "--no-timing", *args])
+    result = cli_runner().invoke(main, ["sweep", "--batch", "1", "--embed", "16", "--heads", "2", "--no-timing", *args])
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split())
     assert "Traceback" not in result.output and "xattn sweep: point" not in result.output

@@ -247,6 +247,12 @@ def nnx_set_value(variable, value) -> None:
         variable.value = value
 
 
+def nnx_iter_modules(module):
+    """``(path, submodule)`` for ``module`` and everything under it (flax < 0.11: the module's own method)."""
+    walk = getattr(sys.modules["flax.nnx"], "iter_modules", None)  # flax 0.11+ deprecates the method for it
+    return walk(module) if walk is not None else module.iter_modules()
+
+
 def nnx_fresh_copy(module):
     """A copy of an nnx module with new Variable objects over the same arrays.
 

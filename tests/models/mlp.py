@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from xattn import _compat
+
 #: Input width, hidden width, output width.
 WIDTHS = (5, 8, 3)
 
@@ -94,7 +96,8 @@ def nnx_mlp_renamed(torch_model, *, scale_hidden: float = 1.0):
 
     model = MLP()
     for layer, (w, b) in zip((model.dense_in, model.dense_out), _weights(torch_model)):
-        layer.kernel[...], layer.bias[...] = jnp.asarray(w), jnp.asarray(b)
+        _compat.nnx_set_value(layer.kernel, jnp.asarray(w))
+        _compat.nnx_set_value(layer.bias, jnp.asarray(b))
     return model
 
 
@@ -150,6 +153,6 @@ def nnx_cancelling(torch_model):
     model = Cancelling()
     for name in ("hidden", "head_a", "head_b"):
         source, target = getattr(torch_model, name), getattr(model, name)
-        target.kernel[...] = jnp.asarray(source.weight.detach().numpy().T)
-        target.bias[...] = jnp.asarray(source.bias.detach().numpy())
+        _compat.nnx_set_value(target.kernel, jnp.asarray(source.weight.detach().numpy().T))
+        _compat.nnx_set_value(target.bias, jnp.asarray(source.bias.detach().numpy()))
     return model

@@ -72,8 +72,9 @@ class Layer(nnx.Module):
 
 class Encoder(nnx.Module):
     def __init__(self, embed: int, heads: int, hidden: int, layers: int, *, bug=None, rngs: nnx.Rngs):
-        self.layer = nnx.List([Layer(embed, heads, hidden, bug=bug[0] if bug and bug[1] == k else None, rngs=rngs)
-                               for k in range(layers)])
+        layers_ = [Layer(embed, heads, hidden, bug=bug[0] if bug and bug[1] == k else None, rngs=rngs)
+                   for k in range(layers)]
+        self.layer = getattr(nnx, "List", list)(layers_)  # flax < 0.11 holds a plain list of modules
 
     def __call__(self, x_BTE, mask_BT):
         for layer in self.layer:

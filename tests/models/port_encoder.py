@@ -13,6 +13,7 @@ from flax import nnx
 from torch import nn
 
 from models import nnx_encoder, torch_encoder
+from xattn import _compat
 
 
 def _nnx_submodule(model, path: str):
@@ -24,7 +25,7 @@ def _nnx_submodule(model, path: str):
 def _set(variable, value: np.ndarray) -> None:
     if variable.shape != value.shape:
         raise ValueError(f"port: expected shape {variable.shape}; got {value.shape}")
-    variable[...] = jnp.asarray(value)
+    _compat.nnx_set_value(variable, jnp.asarray(value))
 
 
 def port_weights(torch_model: nn.Module, nnx_model: nnx.Module) -> nnx.Module:

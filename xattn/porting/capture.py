@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from xattn import _compat
 from xattn.bridge import framework_of, to_numpy
 from xattn.bridge.trees import leaves
 
@@ -159,9 +160,8 @@ def _submodules(root, kind: str) -> list[tuple[tuple[str, ...], Any]]:
     if kind == "torch":
         return [(tuple(name.split(".")) if name else (), module) for name, module in root.named_modules()]
     if kind == "nnx":
-        from flax import nnx
 
-        found = [(tuple(str(p) for p in path), module) for path, module in nnx.iter_modules(root)]
+        found = [(tuple(str(p) for p in path), module) for path, module in _compat.nnx_iter_modules(root)]
         return sorted(found, key=lambda item: len(item[0]))
     if kind == "equinox":
         return _equinox_modules(root)
