@@ -236,9 +236,9 @@ def test_exit_1_when_a_row_drifts_at_one_point(monkeypatch):
 ])
 def test_usage_errors_exit_2_before_anything_runs(args, message):
     result = cli_runner().invoke(main, ["sweep", "--batch", "1", "--embed", "16", "--heads", "2", "--no-timing", *args])
-    assert result.exit_code == 2, result.output
-    assert message in " ".join(result.output.split())
-    assert "Traceback" not in result.output and "xattn sweep: point" not in result.output
+    assert result.exit_code == 2, result.stderr
+    assert message in " ".join(result.stderr.split()) and result.stdout == ""
+    assert "Traceback" not in result.stderr and "xattn sweep: point" not in result.stderr
 
 
 def test_missing_matplotlib_is_a_usage_error_naming_the_extra_before_running(tmp_path):
