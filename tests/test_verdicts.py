@@ -304,3 +304,14 @@ def test_a_library_whose_elementary_functions_are_a_few_ulps_off_is_not_a_false_
         assert right.sides[0].budget.ulps == 8 and right.sides[0].budget_use > 0.1, str(right)
         wrong = xattn.check_port(jax_tanh, wrong_tanh, x, reference=np.tanh)
         assert wrong.pairs[0].over_budget == ("wrong_tanh",), str(wrong)
+
+
+@pytest.mark.parametrize("returns", [(), None, {}, "abc"], ids=["empty-tuple", "none", "empty-dict", "string"])
+def test_functions_that_return_nothing_to_compare_are_refused_not_passed(returns):
+    x = np.ones((4, 4), np.float32)
+    with pytest.raises(ValueError, match="expected .* to return an array or a tree of arrays"):
+        xattn.check_port(lambda x: returns, lambda x: returns, x, **NUMPY)
+    from xattn.porting.check import DriftReport
+
+    assert not DriftReport(names=("a", "b"), frameworks=("numpy", "numpy"), dtype="float32", basis="", sides=(),
+                           pairs=()).ok

@@ -56,7 +56,7 @@ class DriftReport:
 
     @property
     def ok(self) -> bool:
-        return all(side.verdict == OK for side in self.sides)
+        return bool(self.sides) and all(side.verdict == OK for side in self.sides)
 
     def assert_ok(self) -> "DriftReport":
         if not self.ok:
@@ -255,6 +255,10 @@ def _names(fn_a, fn_b, names) -> tuple[str, str]:
 
 
 def _check_same_structure(names, out_a, out_b) -> None:
+    for name, out in zip(names, (out_a, out_b)):
+        if not out:  # nothing to judge must never read as agreement
+            raise ValueError(f"check_port: expected {name} to return an array or a tree of arrays; it returned none"
+                             " (None, an empty container, or only non-array values). Return the outputs to compare")
     paths_a, paths_b = [p for p, _ in out_a], [p for p, _ in out_b]
     if paths_a != paths_b:
         raise ValueError(f"check_port: expected both functions to return the same structure; got {names[0]}:"
