@@ -12,7 +12,7 @@ import xattn
 from xattn import _compat
 from xattn.numerics.naive import naive_run_count
 
-from conftest import require_backend
+from conftest import require_backend, require_equinox
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -183,7 +183,7 @@ def test_a_linen_port_is_paired_by_its_list_names():
 
 
 def test_an_equinox_port_that_vmaps_inside_is_seen_whole():
-    pytest.importorskip("equinox")
+    require_equinox()
     mlp, torch_model, x = mlp_models()
     report = xattn.locate(torch_model, mlp.equinox_mlp(torch_model), x)
     assert [pair.names for pair in report.pairs] == [("layers.0", "layers.0"), ("layers.1", "layers.1"),

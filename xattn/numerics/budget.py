@@ -158,13 +158,14 @@ def within_budget(metrics: DriftMetrics, budget: Budget, excess: float | None = 
     return budget_use(metrics, budget, excess) <= 1.0
 
 
-def reference_budget(naive_runs, expected, dtype, rtol=None, atol=None, ulps: int = 1) -> Budget:
-    """The naive budget from ``naive_runs`` (deterministic run first) where they are in the run dtype.
+def reference_budget(naive_runs, expected, dtype, rtol=None, atol=None) -> Budget:
+    """A port's budget (check_port, locate): the naive budget from ``naive_runs`` (deterministic run
+    first) with :data:`PORT_ULPS` rounding steps, where the runs are in the run dtype.
 
     A reference that gave no naive run, or one in another dtype, leaves torch.testing's tolerance.
     """
     if naive_runs and str(np.asarray(naive_runs[0]).dtype) == dtype:
-        return naive_budget([np.asarray(run) for run in naive_runs], expected, dtype, ulps)
+        return naive_budget([np.asarray(run) for run in naive_runs], expected, dtype, PORT_ULPS[dtype])
     return tolerance_budget(dtype, rtol, atol)
 
 

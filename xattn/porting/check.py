@@ -224,8 +224,7 @@ def _rerun_attributed(names, rerun, framework, own, out_a, out_b, host, dtype, r
                 f"reference='{'ab'[index]}': expected the float64 rerun of {names[index]} to give float64 at {path};"
                 f" got {expected.dtype.name}: it computes in a fixed narrower dtype somewhere (a dtype= argument?)."
                 " Pass reference= a NumPy float64 function instead")
-        budget = reference_budget([own[path]], np.asarray(expected, np.float64), dtype, rtol, atol,
-                                  PORT_ULPS[dtype])
+        budget = reference_budget([own[path]], np.asarray(expected, np.float64), dtype, rtol, atol)
         if budget.method == "tolerance" and is_floating(own[path]):
             notes.append(f"budget {path}: {names[index]}'s own run gave {own[path].dtype.name}, not the run dtype"
                          f" {dtype}, so torch.testing's tolerance stands in")
@@ -279,7 +278,7 @@ def _attributed(names, out_a, out_b, reference, host, dtype, rtol, atol, notes):
             raise ValueError(f"check_port: the reference returned no {path}; it returned {sorted(oracle)}")
         expected = np.asarray(oracle[path], dtype=np.float64)
         leaf_runs = [run[path] for run in runs if run.get(path) is not None]
-        budget = reference_budget(leaf_runs, expected, dtype, rtol, atol, PORT_ULPS[dtype])
+        budget = reference_budget(leaf_runs, expected, dtype, rtol, atol)
         note = fallback_note(path, leaf_runs[0] if leaf_runs else None, dtype, budget)
         if note:
             notes.append(note)

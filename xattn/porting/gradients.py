@@ -21,7 +21,7 @@ from xattn.backends.calls import call, cotangent_like, differentiable_leaves, fl
 from xattn.backends.frameworks import FRAMEWORKS
 from xattn.bridge.trees import leaves
 from xattn.contract.spec import numpy_dtype
-from xattn.numerics.budget import PORT_ULPS, floored, reference_budget
+from xattn.numerics.budget import floored, reference_budget
 from xattn.numerics.naive import naive_repeats
 from xattn.porting.modules import float64_scope, kind_of
 from xattn.porting.references import as_float64, fallback_note, takes_keyword
@@ -106,7 +106,7 @@ def gradient_rows(fn_a, fn_b, frameworks, names, host, dtype, *, reference=None,
             continue
         expected = np.asarray(oracle[k], np.float64)
         runs = [] if naive is None else [run[k] for run in naive if run[k] is not None]
-        budget = reference_budget(runs, expected, dtype, rtol, atol, PORT_ULPS[dtype])
+        budget = reference_budget(runs, expected, dtype, rtol, atol)
         note = fallback_note(quantity, None if naive is None else naive[0][k], dtype, budget)
         if note and grad_reference is not None:
             notes.append(note)

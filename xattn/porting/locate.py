@@ -30,7 +30,7 @@ import numpy as np
 
 from xattn.backends.calls import arguments, is_array
 from xattn.backends.frameworks import side
-from xattn.numerics.budget import PORT_ULPS, reference_budget
+from xattn.numerics.budget import reference_budget
 from xattn.numerics.judge import OK
 from xattn.numerics.naive import naive_run_count
 from xattn.porting.capture import ROOT, capture
@@ -193,7 +193,7 @@ def _judged(calls, leaves, how, index, oracle, naive, names, dtype, rtol, atol) 
     runs_here = [outputs[leaf] for outputs in (dict(run[order].outputs) for run in naive) if leaf in outputs]
     # judged in the dtype the reference computes this intermediate in (an integer one: exactly)
     leaf_dtype = runs_here[0].dtype.name if is_floating(runs_here[0]) else dtype
-    budget = reference_budget(runs_here, expected, leaf_dtype, rtol, atol, PORT_ULPS[leaf_dtype])
+    budget = reference_budget(runs_here, expected, leaf_dtype, rtol, atol)
     rows, pair = judge_pair(shown[index], names, values[0], values[1], expected, leaf_dtype, budget)
     return Located(shown, how, values[0].shape, tuple(rows), pair, calls[1 - index].order)
 
