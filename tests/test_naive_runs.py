@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from xattn.contract.spec import AttentionSpec, make_inputs
-from xattn.numerics.budget import naive_budget, within_budget
+from xattn.numerics.budget import draws_scale, naive_budget, within_budget
 from xattn.numerics.drift import drift_metrics
 from xattn.numerics.layer_oracle import reference_vjp
 from xattn.numerics.naive import (
@@ -56,14 +56,34 @@ def test_float64_runs_are_never_perturbed():
 
 
 def test_the_budget_takes_the_worst_run_and_says_how_many():
-    expected = np.linspace(-1, 1, 8)
+    expected = np.linspace(-1, 1, 1366)  # 1366 elements want 3 runs of draws
     small, large = expected + 1e-7, expected + 3e-7
-    budget = naive_budget([small, large, small], expected, "float32")
+    budget = naive_budget([small, large, small, large * 2], expected, "float32")  # a fourth run is not read
     assert budget.naive_max_abs_err == pytest.approx(3e-7)
     assert budget.naive_runs == 3 and "worst of 3 runs" in budget.describe()
+    assert budget.naive_scale == 1.0 and "extrapolated" not in budget.describe()
     assert naive_budget(small, expected, "float32").naive_runs == 1
     with pytest.raises(ValueError, match="at least one"):
         naive_budget([], expected, "float32")
+
+
+def test_fewer_runs_than_the_draws_want_are_extrapolated_but_one_run_is_taken_as_it_is():
+    """A large problem makes fewer repeats (MAX_REPEAT_ELEMENTS): its worst error is scaled to NAIVE_DRAWS draws."""
+    expected = np.linspace(-1, 1, 256)  # wants 16 runs
+    runs = [expected + 1e-7, expected + 2e-7, expected + 1e-7, expected + 1e-7, expected + 1e-7]
+    budget = naive_budget(runs, expected, "float32")
+    assert budget.naive_scale == pytest.approx(draws_scale(5 * 256, 16 * 256))
+    assert 1.05 < budget.naive_scale < 1.15
+    assert budget.naive_max_abs_err == pytest.approx(2e-7 * budget.naive_scale)
+    assert "worst of 5 runs ×1.09, extrapolated to 4096 draws" in budget.describe()
+    alone = naive_budget(runs[:1], expected, "float32")  # a reference that cannot repeat: as before
+    assert alone.naive_scale == 1.0 and alone.naive_max_abs_err == pytest.approx(1e-7)
+
+
+def test_draws_scale_grows_with_the_draws_missing():
+    assert draws_scale(4096, 4096) == draws_scale(5000, 4096) == 1.0
+    assert 1.0 < draws_scale(2048, 4096) < draws_scale(1024, 4096) < draws_scale(256, 4096)
+    assert draws_scale(1024, 4096) == pytest.approx(1.11, abs=0.01)  # Φ⁻¹(1 - 1/8192) / Φ⁻¹(1 - 1/2048)
 
 
 def test_naive_attention_repeats_differ_but_only_by_rounding():
@@ -159,3 +179,26 @@ def test_repeats_in_chunks_on_threads_are_the_bits_of_the_chunks_one_after_the_o
         for name in a:
             np.testing.assert_array_equal(a[name], b[name])
     assert not np.array_equal(threaded[0]["bq"], threaded[1]["bq"])  # each seed its own rounding
+
+
+def test_a_large_problem_makes_fewer_repeats_and_its_budgets_say_so(monkeypatch):
+    """Past MAX_REPEAT_ELEMENTS logits, xattn's references cap their repeats; check_layers' budgets extrapolate."""
+    import torch
+
+    import xattn
+    from xattn.numerics import stages
+
+    torch.manual_seed(0)
+    layer = torch.nn.MultiheadAttention(8, 2, batch_first=True).eval()
+    x = np.random.default_rng(0).standard_normal((1, 4, 8)).astype(np.float32)  # logits per run: 1·2·4·4 = 32
+    full = xattn.check_layers(layer, layer, x, grad=True)
+    monkeypatch.setattr(stages, "MAX_REPEAT_ELEMENTS", 3 * 32)  # three repeats at most
+    capped = xattn.check_layers(layer, layer, x, grad=True)
+    for before, after in zip(full.sides, capped.sides):
+        if before.output != "grad/bo":  # 8 elements: wants 64 runs
+            continue
+        assert before.budget.naive_runs == MAX_NAIVE_RUNS and before.budget.naive_scale == 1.0
+        assert after.budget.naive_runs == 4
+        assert after.budget.naive_scale == pytest.approx(draws_scale(4 * 8, MAX_NAIVE_RUNS * 8))
+        assert "extrapolated" in after.budget.describe()
+    assert capped.ok

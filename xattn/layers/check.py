@@ -25,9 +25,9 @@ from xattn.numerics.layer_oracle import (
     layer_backward,
     layer_forward,
     repeated_gradients,
-    run_chunks,
     seed_chunks,
 )
+from xattn.numerics.parallel import run_chunks
 from xattn.numerics.stages import repeats_at_once
 
 

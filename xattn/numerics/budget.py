@@ -10,12 +10,13 @@ without a reference), torch.testing's per-dtype rtol/atol is the budget (:data:`
 from __future__ import annotations
 
 import dataclasses
+import statistics
 
 import numpy as np
 
 from xattn.contract.spec import numpy_dtype
 from xattn.numerics.drift import DriftMetrics, finite_pair, max_abs_error
-from xattn.numerics.naive import naive_run_count
+from xattn.numerics.naive import NAIVE_DRAWS, naive_run_count
 
 #: The budget's multiplier on the naive computation's error (FlashAttention's tests use 2).
 NAIVE_FACTOR = 2.0
@@ -63,10 +64,16 @@ class Budget:
     naive_runs: int | None = None
     #: How many rounding steps the floor holds (:data:`PORT_ULPS` of the dtype for a side's own run, else 1).
     ulps: int = 1
+    #: The factor ``naive_max_abs_err`` holds beyond the worst run's error: above 1 where a large
+    #: problem made fewer repeats than its draws want (:func:`draws_scale`).
+    naive_scale: float = 1.0
 
     def describe(self) -> str:
         if self.method == "naive":
             runs = f" (worst of {self.naive_runs} runs)" if (self.naive_runs or 1) > 1 else ""
+            if self.naive_scale != 1.0:
+                runs = (f" (worst of {self.naive_runs} runs ×{self.naive_scale:.2f}, extrapolated to"
+                        f" {NAIVE_DRAWS} draws)")
             ulps = f"{self.ulps}×" if self.ulps != 1 else ""
             return (f"{NAIVE_FACTOR:g}×naive {self.naive_max_abs_err:.2g}{runs} + {ulps}ulp"
                     f" {self.rounding_step:.2g}")
@@ -83,19 +90,39 @@ def rounding_step(expected, dtype: str) -> float:
     return float(np.spacing(np.asarray(largest, dtype=numpy_dtype(dtype))))
 
 
+def draws_scale(had: int, wanted: int) -> float:
+    """How far the worst of ``wanted`` rounding-error draws lies beyond the worst of ``had``, for Gaussian errors.
+
+    The ratio of the levels that one in ``wanted`` and one in ``had`` draws of ``|Z|`` exceed
+    (Φ⁻¹(1 - 1/2n)); 1 where ``had`` is at least ``wanted``. A large problem's small outputs (the
+    bias gradients of a big layer) are long sums of rounding errors, the case where that holds.
+    """
+    if had >= wanted:
+        return 1.0
+    normal = statistics.NormalDist()
+    return normal.inv_cdf(1 - 1 / (2 * wanted)) / normal.inv_cdf(1 - 1 / (2 * max(had, 1)))
+
+
 def naive_budget(naive_output, expected, dtype: str, ulps: int = 1) -> Budget:
     """The FlashAttention-style budget from a naive same-dtype computation's output.
 
     ``naive_output``: one run's output, or a list of runs (the deterministic one first, then its
     random-rounding repeats): the naive error is the worst of the first
-    ``naive_run_count(expected.size)`` of them, about :data:`NAIVE_DRAWS` draws. ``ulps``: rounding
-    steps in the floor (:data:`PORT_ULPS` of the dtype where the naive run is a side's own run).
+    ``naive_run_count(expected.size)`` of them, about :data:`NAIVE_DRAWS` draws. Fewer runs than
+    that, but more than one, come from a reference that capped its repeats (a large problem,
+    :data:`~xattn.numerics.stages.MAX_REPEAT_ELEMENTS`): their worst is extrapolated to the draws
+    wanted (:func:`draws_scale`). One run alone (a reference that cannot repeat) is taken as it is.
+    ``ulps``: rounding steps in the floor (:data:`PORT_ULPS` of the dtype where the naive run is a
+    side's own run).
     """
     runs = list(naive_output) if isinstance(naive_output, (list, tuple)) else [naive_output]
-    runs = runs[:naive_run_count(np.asarray(expected).size)]
+    size = np.asarray(expected).size
+    wanted = naive_run_count(size)
+    runs = runs[:wanted]
     if not runs:
         raise ValueError("naive_budget: expected at least one naive output; got an empty list")
-    worst = max(max_abs_error(run, expected) for run in runs)
+    scale = draws_scale(len(runs) * size, wanted * size) if 1 < len(runs) < wanted else 1.0
+    worst = scale * max(max_abs_error(run, expected) for run in runs)
     step = rounding_step(expected, dtype)
     return Budget(
         dtype=dtype,
@@ -105,6 +132,7 @@ def naive_budget(naive_output, expected, dtype: str, ulps: int = 1) -> Budget:
         rounding_step=step,
         naive_runs=len(runs),
         ulps=ulps,
+        naive_scale=scale,
     )
 
 

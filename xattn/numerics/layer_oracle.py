@@ -14,14 +14,12 @@ that NumPy hands them to BLAS; a naive run's are summed in NumPy's own loops (:f
 
 from __future__ import annotations
 
-import concurrent.futures
-import os
-
 import numpy as np
 
 from xattn.bridge import framework_of
 from xattn.contract.shapes import attention_dims, default_scale
-from xattn.numerics.stages import naive_run_count, repeats_at_once, run_dtype, stage_rounding
+from xattn.numerics.parallel import run_chunks, split_contraction
+from xattn.numerics.stages import naive_run_count, repeat_cap, repeats_at_once, run_dtype, stage_rounding
 
 
 def contract(equation: str, *operands) -> np.ndarray:
@@ -30,8 +28,11 @@ def contract(equation: str, *operands) -> np.ndarray:
 
 
 def contract_in_loops(equation: str, *operands) -> np.ndarray:
-    """``np.einsum(equation, *operands)`` in NumPy's own loops: another summation order than :func:`contract`'s."""
-    return np.einsum(equation, *operands)
+    """``np.einsum(equation, *operands)`` in NumPy's own loops: another summation order than :func:`contract`'s.
+
+    Cut along an output axis over the cores (:func:`~xattn.numerics.parallel.split_contraction`), the same bits.
+    """
+    return split_contraction(np.einsum, equation, *operands)
 
 
 def contract_repeats(equation: str, *operands) -> np.ndarray:
@@ -184,29 +185,16 @@ def layer_reference(x, wq, wk, wv, wo, bq=None, bk=None, bv=None, bo=None, *, kv
 REPEATS_ELEMENTS = 1 << 20
 
 
-def run_chunks(run, chunks) -> list:
-    """``[run(chunk) for chunk in chunks]``: the first here (it fills the shared products), the others
-    on a thread per core, since NumPy lets go of the GIL in its loops and BLAS calls and the repeats
-    of different seeds share nothing they write."""
-    if not chunks:
-        return []
-    first, rest = run(chunks[0]), chunks[1:]
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    workers = min(len(rest), cores)
-    if workers <= 1:
-        return [first, *map(run, rest)]
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        return [first, *pool.map(run, rest)]
-
-
 def seed_chunks(seeds: tuple[int, ...], x, kv, wq) -> list[tuple[int, ...]]:
-    """``seeds`` cut into chunks whose logits (B·H·T·S per seed) hold at most :data:`REPEATS_ELEMENTS`."""
+    """The ``seeds`` this problem makes repeats for, in chunks whose logits hold at most :data:`REPEATS_ELEMENTS`.
+
+    A large problem makes only the first :func:`~xattn.numerics.stages.repeat_cap` of them (its
+    budgets extrapolate, :func:`xattn.numerics.budget.draws_scale`).
+    """
     B, T = np.shape(x)[:2]
     S = T if kv is None else np.shape(kv)[1]
     per_seed = B * np.shape(wq)[0] * T * S
+    seeds = seeds[:repeat_cap(per_seed)]
     size = max(1, REPEATS_ELEMENTS // max(per_seed, 1))
     return [seeds[i:i + size] for i in range(0, len(seeds), size)]
 
