@@ -1,5 +1,6 @@
 """xattn.compare: rows, verdicts, budgets, pairs, numerics settings, the JSON schema."""
 
+import itertools
 import json
 import subprocess
 import sys
@@ -73,6 +74,24 @@ def test_a_busy_machine_is_measured_while_timing_and_said(monkeypatch):
     assert data["env"]["load"]["cores"] >= 1 and isinstance(data["env"]["load"]["busy"], bool)  # measured
     untimed = xattn.compare(backends="jax", variants="einsum", spec=SMALL, timing=False)
     assert untimed.settings.machine is None and "machine busy" not in str(untimed)
+
+
+def test_page_faults_are_counted_and_said_where_a_call_maps_fresh_memory(monkeypatch):
+    """Every call counted at 3000 faults (a fake getrusage): the JSON carries it and the report says it once."""
+    require_backend("jax")
+    counter = itertools.count(step=3000)
+    monkeypatch.setattr(xattn.timing, "minor_faults", lambda: next(counter))
+    report = xattn.compare(backends="jax", variants="einsum", spec=SMALL, min_time=0.0, max_time=0.01, warmup=0.0)
+    row = report.results[0]
+    assert row.timing.faults_per_call == pytest.approx(3000 / row.timing.number)
+    text = str(report)
+    assert text.count("! page faults a call: jax/einsum") == 1 and "MALLOC_MMAP_THRESHOLD_" in text
+    data = json.loads(report.to_json())
+    jsonschema.validate(data, REPORT_SCHEMA)
+    assert data["results"][0]["page_faults_per_call"] == pytest.approx(row.timing.faults_per_call)
+    monkeypatch.setattr(xattn.timing, "minor_faults", lambda: 0)
+    quiet = xattn.compare(backends="jax", variants="einsum", spec=SMALL, min_time=0.0, max_time=0.01, warmup=0.0)
+    assert "page faults" not in str(quiet) and quiet.results[0].timing.faults_per_call == 0
 
 
 class _Wrong:

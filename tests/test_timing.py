@@ -1,7 +1,8 @@
-"""The adaptive, interleaved timer, on a fake clock: structure and behaviour, never speed."""
+"""The adaptive, interleaved timer on a fake clock (structure and behaviour, never speed); its page-fault counts."""
 
 import itertools
 
+import numpy as np
 import pytest
 
 from xattn import timing
@@ -172,3 +173,25 @@ def test_machine_load_reads_this_machine():
     load = timing.machine_load(sample_s=0.01)
     assert load.cores >= 1 and load.seconds > 0
     assert load.others_cores is None or load.others_cores >= 0
+
+
+def test_a_call_that_maps_fresh_memory_each_time_says_so():
+    """A call that maps 16 MiB afresh and writes it (as glibc's malloc does for large temporaries) warns."""
+    import mmap
+
+    def fresh():  # small pages, whatever transparent huge pages are set to: one fault a page
+        memory = mmap.mmap(-1, 16 << 20)
+        if hasattr(mmap, "MADV_NOHUGEPAGE"):
+            memory.madvise(mmap.MADV_NOHUGEPAGE)
+        view = np.frombuffer(memory, np.uint8)
+        view[::mmap.PAGESIZE] = 1
+        del view
+        memory.close()
+
+    kept = np.ones(4 << 20, np.float32)
+    faulting = timing.measure(fresh, keep_outputs=False, min_time=0.02, max_time=0.1)
+    quiet = timing.measure(lambda: kept.sum(), keep_outputs=False, min_time=0.02, max_time=0.1)
+    assert faulting.faults_per_call >= (16 << 20) // mmap.PAGESIZE
+    assert any(w.startswith("page faults:") and "MALLOC_MMAP_THRESHOLD_" in w for w in faulting.warnings)
+    assert quiet.faults_per_call < timing.PAGE_FAULTS_PER_CALL
+    assert not any(w.startswith("page faults:") for w in quiet.warnings)

@@ -12,7 +12,10 @@ drops each output as the next call starts unless its sync needs them (``Candidat
 
 Where the machine itself cannot give stable times, :func:`machine_load` says so: the CPU time
 other processes took over the run (``/proc/stat`` less this process's own) and what the
-hypervisor stole.
+hypervisor stole. Where a call's time holds the kernel handing it fresh memory (glibc's malloc
+maps each allocation of 128 KiB or more afresh and gives it back at ``free``, so a call with
+MiB-sized temporaries page-faults on every call), its measurement says so: the minor page faults
+per call (``getrusage``), at :data:`PAGE_FAULTS_PER_CALL` or more a warning with the fix.
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ import time
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
+
+try:
+    import resource
+except ImportError:  # not on Windows: no page-fault counts
+    resource = None
 
 #: IQR/median at or above which a measurement is flagged noisy.
 NOISE_THRESHOLD = 0.1
@@ -41,6 +49,12 @@ MIN_BLOCK_S = 1e-3
 DEFAULT_MIN_TIME = 0.2
 DEFAULT_MAX_TIME = 2.0
 DEFAULT_WARMUP = 0.05
+#: Minor page faults per call at or above which a measurement warns that the call's time holds the
+#: kernel mapping fresh memory (torch einsum at B=4 T=256 E=128: 1400 a call and a quarter of its
+#: time; with glibc's malloc thresholds pinned, 3).
+PAGE_FAULTS_PER_CALL = 256
+#: How to keep glibc's large allocations mapped, for that warning.
+PINNED_MALLOC = "MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=1073741824"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +64,8 @@ class Measurement:
     times_s: tuple[float, ...]
     number: int
     warnings: tuple[str, ...] = ()
+    #: Minor page faults of this process per timed call (None where ``getrusage`` is missing).
+    faults_per_call: float | None = None
 
     @property
     def n(self) -> int:
@@ -144,9 +160,15 @@ def check_times(min_time: float, max_time: float, warmup: float) -> None:
         raise ValueError(f"max_time: expected at least min_time={min_time}; got {max_time}")
 
 
+def minor_faults() -> int | None:
+    """This process's minor page faults so far (every thread's), or None without ``getrusage``."""
+    return None if resource is None else resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 class _State:
     def __init__(self, number: int):
         self.number, self.times, self.spent = number, [], 0.0
+        self.faults: int | None = 0
 
     def spread(self) -> float:
         q25, median, q75 = np.percentile(self.times, [25, 50, 75])
@@ -194,8 +216,11 @@ def measure_interleaved(
             if name not in active:
                 continue
             state = states[name]
+            before = minor_faults()
             with _NoCollection():
                 seconds = _block(candidates[name], state.number)
+            after = minor_faults()
+            state.faults = None if before is None or state.faults is None else state.faults + after - before
             state.times.append(seconds / state.number)
             state.spent += seconds
             if state.done(min_time, max_time):
@@ -211,7 +236,15 @@ def _finish(state: _State, max_time: float) -> Measurement:
             f"noisy: IQR/median = {state.spread():.2f} >= {NOISE_THRESHOLD} after {len(state.times)} samples"
             f" ({state.spent:.2f} s measured, cap max_time={max_time:g} s); raise max_time or quiet the machine"
         )
-    return Measurement(times_s=tuple(state.times), number=state.number, warnings=tuple(warnings))
+    faults = None if state.faults is None else state.faults / (len(state.times) * state.number)
+    if faults is not None and faults >= PAGE_FAULTS_PER_CALL:
+        warnings.append(
+            f"page faults: {faults:.0f} a call: its time holds the kernel mapping and clearing fresh memory for"
+            " the allocator's large temporaries on every call, which a long-running process may not pay; to"
+            f" time without it, run with {PINNED_MALLOC} (glibc)"
+        )
+    return Measurement(times_s=tuple(state.times), number=state.number, warnings=tuple(warnings),
+                       faults_per_call=faults)
 
 
 def measure(call: Callable[[], Any], sync: Callable[[list], None] = lambda outputs: None, *,

@@ -13,7 +13,7 @@ from xattn._version import __version__
 from xattn.numerics.judge import UNSUPPORTED
 from xattn.render.schema import SCHEMA_ID
 from xattn.render.text import _count, _finite, _sci, _wrap, duration, page, render_as, share, tabulate
-from xattn.timing import NOISE_THRESHOLD
+from xattn.timing import NOISE_THRESHOLD, PAGE_FAULTS_PER_CALL, PINNED_MALLOC
 
 # ---------------------------------------------------------------------------------------- JSON
 
@@ -50,6 +50,7 @@ def row_dict(row) -> dict:
         "n": timing.n if timing else None,
         "number": timing.number if timing else None,
         "noisy": timing.noisy if timing else None,
+        "page_faults_per_call": _finite(timing.faults_per_call) if timing else None,
         "compile_s": row.compile_s,
         "eager": row.eager,
         "first_call_s": row.first_call_s,
@@ -185,6 +186,13 @@ def _render_tabular(report, tablefmt: str) -> str:
         notes.append(_wrap("! noisy: ", f"IQR/median >= {NOISE_THRESHOLD} when the time cap"
                                         f" ({report.settings.max_time_s} s) was reached: {', '.join(noisy)}."
                                         " Raise max_time or quiet the machine"))
+    faulting = [f"{r.label} {r.timing.faults_per_call:.0f}" for r in report.results
+                if r.timing is not None and (r.timing.faults_per_call or 0) >= PAGE_FAULTS_PER_CALL]
+    if faulting:
+        notes.append(_wrap("! page faults a call: ", f"{', '.join(faulting)}: these times hold the kernel mapping"
+                                                     " fresh memory for large temporaries on every call; to time"
+                                                     f" without it, run with {PINNED_MALLOC} (glibc)"))
+
     def labels(rows):
         return ", ".join(with_quantity(r.label, r.quantity) for r in rows)
 

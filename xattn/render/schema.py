@@ -23,7 +23,8 @@ RESULT_SCHEMA = {
         "max_abs_err", "mean_abs_err", "rel_l2_err", "max_ulp", "dissimilarity", "nonfinite_mismatches",
         "uncompared", "ulp_at_scale", "budget_use",
         "budget", "budget_method", "naive_max_abs_err", "rounding_step", "naive_runs",
-        "median_s", "iqr_s", "min_s", "n", "number", "noisy", "compile_s", "eager", "first_call_s", "gflops", "notes",
+        "median_s", "iqr_s", "min_s", "n", "number", "noisy", "page_faults_per_call", "compile_s", "eager",
+        "first_call_s", "gflops", "notes",
     ],
     "properties": {
         "backend": {"type": "string"},
@@ -54,6 +55,7 @@ RESULT_SCHEMA = {
         "n": _integer,
         "number": _integer,
         "noisy": {"type": ["boolean", "null"]},
+        "page_faults_per_call": _number,
         "compile_s": _number,
         "eager": {"type": "boolean"},
         "first_call_s": _number,
