@@ -39,9 +39,9 @@ def test_a_contraction_cut_over_threads_is_the_same_bits_as_in_one_piece(dims, d
 def test_the_pieces_run_on_threads_over_an_axis_the_contraction_keeps():
     seen = []
 
-    def contract(equation, *operands):
+    def contract(equation, *operands, out=None):
         seen.append((threading.get_ident(), operands[0].shape, operands[1].shape))
-        return np.einsum(equation, *operands)
+        return np.einsum(equation, *operands, out=out)
 
     x, w = np.ones((4, 5, 6), np.float32), np.ones((3, 6, 2), np.float32)
     out = split_contraction(contract, "BTE,HED->BTHD", x, w, parts=2, min_work=0)
@@ -54,10 +54,10 @@ def test_the_pieces_run_on_threads_over_an_axis_the_contraction_keeps():
 
 
 def test_an_error_on_a_thread_is_raised_to_the_caller():
-    def contract(equation, *operands):
+    def contract(equation, *operands, out=None):
         if operands[0].shape[0] == 2 and threading.current_thread() is not threading.main_thread():
             raise FloatingPointError("piece failed")
-        return np.einsum(equation, *operands)
+        return np.einsum(equation, *operands, out=out)
 
     with pytest.raises(FloatingPointError, match="piece failed"):
         split_contraction(contract, "BTE,HED->BTHD", np.ones((4, 5, 6)), np.ones((3, 6, 2)), parts=2, min_work=0)

@@ -32,7 +32,7 @@ def cores() -> int:
 
 
 def run_chunks(run, chunks) -> list:
-    """``[run(chunk) for chunk in chunks]``: the first here (it may fill products the others share),
+    """``[run(chunk) for chunk in chunks]``: the first here (it fills the products the others share),
     the others on a thread per core; the runs share nothing they write."""
     if not chunks:
         return []
@@ -49,8 +49,9 @@ def split_contraction(contract, equation: str, *operands, parts: int | None = No
 
     The pieces cut the first output axis of length 2 or more, which ``equation`` (explicit, with
     ``->``, one letter per axis) does not sum over; each operand holding that axis is sliced, the
-    others are shared, and the pieces are concatenated in order. A contraction of fewer than
-    ``min_work`` multiply-adds, or without such an axis, runs as it is.
+    others are shared, and each piece is written into its slice of one output array
+    (``contract(..., out=)``, as ``np.einsum`` takes it). A contraction of fewer than ``min_work``
+    multiply-adds, or without such an axis, runs as it is.
     """
     terms, output = equation.split("->")
     terms = terms.split(",")
@@ -62,7 +63,7 @@ def split_contraction(contract, equation: str, *operands, parts: int | None = No
     if axis is None or parts < 2 or int(np.prod(list(sizes.values()), dtype=np.int64)) < min_work:
         return contract(equation, *operands)
     bounds = np.linspace(0, sizes[axis], min(parts, sizes[axis]) + 1).astype(int)
-    pieces: list = [None] * (len(bounds) - 1)
+    out = np.empty([sizes[letter] for letter in output], np.result_type(*operands))
     errors: list[BaseException] = []
 
     def piece(index):
@@ -70,11 +71,11 @@ def split_contraction(contract, equation: str, *operands, parts: int | None = No
         sliced = [operand[tuple(cut if letter == axis else slice(None) for letter in term)] if axis in term
                   else operand for term, operand in zip(terms, operands)]
         try:
-            pieces[index] = contract(equation, *sliced)
+            contract(equation, *sliced, out=out[tuple(cut if letter == axis else slice(None) for letter in output)])
         except BaseException as error:  # raised again on the calling thread
             errors.append(error)
 
-    threads = [threading.Thread(target=piece, args=(index,)) for index in range(1, len(pieces))]
+    threads = [threading.Thread(target=piece, args=(index,)) for index in range(1, len(bounds) - 1)]
     for thread in threads:
         thread.start()
     try:
@@ -84,4 +85,4 @@ def split_contraction(contract, equation: str, *operands, parts: int | None = No
             thread.join()
     if errors:
         raise errors[0]
-    return np.concatenate(pieces, axis=output.index(axis))
+    return out
