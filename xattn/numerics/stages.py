@@ -30,7 +30,7 @@ MAX_NAIVE_RUNS = 64
 
 #: Elements of the largest intermediate (the logits: B·H·T·S per run) that the random-rounding
 #: repeats of one of xattn's own references may hold in all. A repeat of a large layer is a whole
-#: forward and backward (100 ms at B=4 T=256 E=256 H=8 on this project's CPU), so its 256-element
+#: forward and backward (about 90 ms at B=4 T=256 E=256 H=8 on this project's CPU), so its 256-element
 #: bias gradients' 15 repeats were most of a check; beyond this, fewer repeats (at least one), and
 #: the budget extrapolates their worst error to the draws wanted (:func:`xattn.numerics.budget.draws_scale`).
 #: A problem whose repeats' logits fit in it (every layer of the tests) keeps every repeat.
