@@ -7,7 +7,8 @@ and its flax.nnx port (random biases) are checked with ``xattn.check_layers(grad
 with every repeat and capped; printed per small gradient: the capped budget over the full one
 (median, range), and for every row the largest err/bud and the count of rows not ok, capped and full.
 
-    python scripts/repeat_cap.py --seeds 20          # E=256 H=8 B=4 T=256, as scripts/bench_check.py
+    python scripts/repeat_cap.py --seeds 20                     # E=256 H=8 B=4 T=256, as scripts/bench_check.py
+    python scripts/repeat_cap.py --seeds 10 --dtype bfloat16    # both layers and the input in bfloat16
 """
 
 from __future__ import annotations
@@ -25,6 +26,21 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_check import layer_pair  # noqa: E402
 
 
+def in_dtype(torch_mha, heads: int, embed: int, dtype: str, seed: int):
+    """The torch layer cast to ``dtype`` and a flax.nnx port of it built in ``dtype``."""
+    import jax.numpy as jnp
+    import torch
+    from flax import nnx
+
+    import xattn
+
+    torch_mha = torch_mha.to(getattr(torch, dtype))
+    flax_mha = nnx.MultiHeadAttention(num_heads=heads, in_features=embed, decode=False, rngs=nnx.Rngs(seed),
+                                      dtype=getattr(jnp, dtype), param_dtype=getattr(jnp, dtype))
+    xattn.port_weights(torch_mha, flax_mha)
+    return torch_mha, flax_mha
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
@@ -32,9 +48,12 @@ def main(argv=None) -> int:
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--length", type=int, default=256)
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
+                        help="both layers' parameters and the input in this dtype")
     args = parser.parse_args(argv)
 
     import xattn
+    from xattn.contract.spec import numpy_dtype
     from xattn.numerics import stages
     from xattn.numerics.judge import OK
 
@@ -45,7 +64,10 @@ def main(argv=None) -> int:
     seconds = {"capped": 0.0, "full": 0.0}
     for seed in range(args.seeds):
         torch_mha, flax_mha = layer_pair(args.embed, args.heads, seed=seed)
-        x = np.random.default_rng(100 + seed).standard_normal((args.batch, args.length, args.embed)).astype(np.float32)
+        if args.dtype != "float32":
+            torch_mha, flax_mha = in_dtype(torch_mha, args.heads, args.embed, args.dtype, seed)
+        x = np.random.default_rng(100 + seed).standard_normal((args.batch, args.length, args.embed))
+        x = x.astype(numpy_dtype(args.dtype))
         reports = {}
         for name, cap in (("full", 1 << 62), ("capped", capped_at)):
             stages.MAX_REPEAT_ELEMENTS = cap
@@ -62,7 +84,7 @@ def main(argv=None) -> int:
                 ratios.setdefault(output, []).append(budgets["capped"][output].max_abs / full.max_abs)
         print(f"seed {seed}: worst err/bud capped {max(s.budget_use for s in reports['capped'].sides):.2f},"
               f" full {max(s.budget_use for s in reports['full'].sides):.2f}", flush=True)
-    print(f"\n{args.seeds} seeds, B={args.batch} T={args.length} E={args.embed} H={args.heads} float32;"
+    print(f"\n{args.seeds} seeds, B={args.batch} T={args.length} E={args.embed} H={args.heads} {args.dtype};"
           f" capped at {capped_at} logits of repeats")
     for output, values in ratios.items():
         print(f"  {output:<8} capped budget / full budget: median {statistics.median(values):.3f},"
