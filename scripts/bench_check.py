@@ -100,12 +100,17 @@ def alternate(rounds, check, work):
     return statistics.median(checks), statistics.median(works), statistics.median(ratios)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def shape_arguments(parser: argparse.ArgumentParser) -> None:
+    """The layer shape's options, E=256 H=8 B=4 T=256 by default (also scripts/repeat_cap.py's)."""
     parser.add_argument("--embed", type=int, default=256)
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--length", type=int, default=256)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    shape_arguments(parser)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile", action="store_true", help="print cProfile's top entries of one check_layers")
     args = parser.parse_args(argv)

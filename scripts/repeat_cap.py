@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_check import layer_pair  # noqa: E402
+from bench_check import layer_pair, shape_arguments  # noqa: E402
 
 
 def in_dtype(torch_mha, heads: int, embed: int, dtype: str, seed: int):
@@ -44,10 +44,7 @@ def in_dtype(torch_mha, heads: int, embed: int, dtype: str, seed: int):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--embed", type=int, default=256)
-    parser.add_argument("--heads", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--length", type=int, default=256)
+    shape_arguments(parser)
     parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
                         help="both layers' parameters and the input in this dtype")
     args = parser.parse_args(argv)

@@ -1,4 +1,4 @@
-"""xattn's environment variables, read by one rule.
+"""xattn's environment variables, read by one rule, and the cores the process may run on.
 
 A boolean variable is off when unset (unless its default says otherwise) or set to ``0``,
 ``false``, ``no``, ``off`` or nothing, and on when set to ``1``, ``true``, ``yes`` or ``on``; case and
@@ -27,3 +27,11 @@ def env_flag(name: str, default: bool = False) -> bool:
         return True
     raise ValueError(f"{name}: expected one of {', '.join(ON)} (on) or {', '.join(OFF[:-1])} or empty (off);"
                      f" got {value!r}")
+
+
+def available_cores() -> int:
+    """The cores this process may run on: its CPU affinity (Linux), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

@@ -29,6 +29,8 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from xattn._environ import available_cores
+
 try:
     import resource
 except ImportError:  # not on Windows: no page-fault counts
@@ -168,7 +170,7 @@ def minor_faults() -> int | None:
 class _State:
     def __init__(self, number: int):
         self.number, self.times, self.spent = number, [], 0.0
-        self.faults: int | None = 0
+        self.faults: int | None = None if resource is None else 0
 
     def spread(self) -> float:
         q25, median, q75 = np.percentile(self.times, [25, 50, 75])
@@ -219,8 +221,8 @@ def measure_interleaved(
             before = minor_faults()
             with _NoCollection():
                 seconds = _block(candidates[name], state.number)
-            after = minor_faults()
-            state.faults = None if before is None or state.faults is None else state.faults + after - before
+            if before is not None:
+                state.faults += minor_faults() - before
             state.times.append(seconds / state.number)
             state.spent += seconds
             if state.done(min_time, max_time):
@@ -345,11 +347,7 @@ def machine_load(since: CpuSample | None = None, sample_s: float = 0.2) -> Machi
         load_1m = os.getloadavg()[0]
     except OSError:
         load_1m = None
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return MachineLoad(cores=cores, seconds=wall, others_cores=others, steal=steal, load_1m=load_1m)
+    return MachineLoad(cores=available_cores(), seconds=wall, others_cores=others, steal=steal, load_1m=load_1m)
 
 
 def attention_flops(spec) -> float:

@@ -13,6 +13,7 @@ import platform
 import sys
 from importlib import metadata
 
+from xattn._environ import available_cores
 from xattn._version import __version__
 from xattn.backends import frameworks
 from xattn.backends.frameworks import FRAMEWORKS
@@ -53,7 +54,7 @@ def environment(frameworks_to_inspect=None) -> dict:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "versions": {name: package_version(name) for name in PACKAGES},
-        "cpu": {"cpu_count": os.cpu_count(), "cores_available": frameworks.cpu_threads_available()},
+        "cpu": {"cpu_count": os.cpu_count(), "cores_available": available_cores()},
         "load": _load(),
         "variables": {name: os.environ[name] for name in VARIABLES if name in os.environ},
         "devices": {},

@@ -19,6 +19,7 @@ import re
 import warnings
 
 from xattn import _compat
+from xattn._environ import available_cores
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,13 +52,6 @@ ROOTS = {root: framework.name for framework in FRAMEWORKS.values() for root in f
 MATMUL_PRECISIONS = ("highest", "high", "default")
 #: device choices; ``auto`` is cuda when every selected framework sees one.
 DEVICES = ("cpu", "cuda", "auto")
-
-
-def cpu_threads_available() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def request_xla_threads(threads: int) -> bool:
@@ -120,7 +114,7 @@ class JaxSide:
         """Threads XLA's CPU client computes with: fixed when JAX starts, from XLA_FLAGS or the cores."""
         if re.search(r"--xla_cpu_multi_thread_eigen=(false|0)", os.environ.get("XLA_FLAGS", "")):
             return 1
-        return cpu_threads_available()
+        return available_cores()
 
     def threads(self) -> dict:
         return {"xla_cpu_intra_op": self.intra_op_threads()}

@@ -29,6 +29,7 @@ import os
 import re
 from pathlib import Path
 
+from xattn._environ import available_cores
 from xattn.contract.spec import AttentionSpec, numpy_dtype
 from xattn.errors import MemoryLimitError
 
@@ -205,7 +206,7 @@ def estimate(spec: AttentionSpec, runs, *, grad: bool = False, device: str = "cp
         held += (sources + weights) * (8 + item)
     stages = {"float64 oracle and naive runs": per_logit * logits + per_mask * mask + (32 if grad else 16) * io}
     if device == "cpu":
-        threads = os.cpu_count() or 1
+        threads = available_cores()  # the threaded variant's pool: XLA's intra-op count
         for backend, variant in runs:
             peak = VARIANT_PEAKS.get((backend, variant), UNKNOWN_PEAK)
             figure = (peak.logits * logits + peak.key_blocks * B * H * T * min(S, BLOCK)

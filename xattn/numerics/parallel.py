@@ -14,21 +14,14 @@ ways, each giving exactly the bits of the work done on one thread (tested):
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import threading
 
 import numpy as np
 
+from xattn._environ import available_cores
+
 #: Multiply-adds below which a contraction stays on one thread (a thread costs ~0.1 ms to start).
 SPLIT_WORK = 1 << 21
-
-
-def cores() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def run_chunks(run, chunks) -> list:
@@ -37,7 +30,7 @@ def run_chunks(run, chunks) -> list:
     if not chunks:
         return []
     first, rest = run(chunks[0]), chunks[1:]
-    workers = min(len(rest), cores())
+    workers = min(len(rest), available_cores())
     if workers <= 1:
         return [first, *map(run, rest)]
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
@@ -58,7 +51,7 @@ def split_contraction(contract, equation: str, *operands, parts: int | None = No
     sizes: dict[str, int] = {}
     for term, operand in zip(terms, operands):
         sizes.update(zip(term, np.shape(operand)))
-    parts = cores() if parts is None else parts
+    parts = available_cores() if parts is None else parts
     axis = next((letter for letter in output if sizes[letter] >= 2), None)
     if axis is None or parts < 2 or int(np.prod(list(sizes.values()), dtype=np.int64)) < min_work:
         return contract(equation, *operands)
